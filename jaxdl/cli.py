@@ -1,0 +1,297 @@
+"""The `jaxdl` command: parse the command line, then call `jaxdl.run`.
+
+Examples::
+
+    jaxdl train                                  # the default experiment, into ./jaxdl_runs/...
+    jaxdl train --config experiments/simplenet.py --workdir /tmp/run \\
+        --config.optimizer.learning_rate=3e-4 --config.model.features "(64, 64, 1)"
+    jaxdl predict --workdir /tmp/run --input x.csv --output predictions.csv
+
+Exit codes: 0 success; 2 a usage or input error (one paragraph on stderr, no traceback);
+1 an internal error (with its traceback); 130 interrupted.
+
+This module imports neither JAX nor the rest of the kit at import time, so `jaxdl --help` is
+instant; each command imports what it needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import pathlib
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from jaxdl.errors import JaxdlError, input_error
+
+_OVERRIDE_PREFIX = "--config."
+_DATA_SUFFIXES = (".csv", ".npy")
+
+_EPILOG = """\
+examples:
+  jaxdl train                                   the default experiment, into ./jaxdl_runs/
+  jaxdl train --config experiments/simplenet.py --workdir runs/a --config.epochs=20
+  jaxdl predict --workdir runs/a --input x.csv --output predictions.csv
+
+exit codes: 0 success, 2 usage or input error, 1 internal error, 130 interrupted.
+"""
+
+_TRAIN_EPILOG = """\
+overrides:
+  --config.KEY=VALUE or --config.KEY VALUE sets a dotted key of the config, e.g.
+  --config.optimizer.learning_rate=3e-4  --config.model.features="(64, 64, 1)"
+  --config.optimizer.name=sgd  --config.shuffle=false  --config.data.name="'123'"
+  VALUE is a Python literal (never evaluated code); a bare word is a string.
+"""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `jaxdl` argument parser, with the ``train`` and ``predict`` subcommands.
+
+    Returns:
+        An ``argparse.ArgumentParser``; each subcommand sets ``func`` (the command to run) and
+        ``command_parser`` (for its usage errors).
+    """
+    parser = argparse.ArgumentParser(
+        prog="jaxdl",
+        description="A JAX functional training kit: train an experiment config, predict "
+        "with a trained run.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    train = commands.add_parser(
+        "train",
+        usage="jaxdl train [-h] [--config FILE] [--workdir DIR] [--quiet] [--config.KEY=VALUE ...]",
+        help="train and evaluate an experiment config",
+        description="Train and evaluate an experiment config (a Python file whose "
+        "get_config() returns an ml_collections.ConfigDict).",
+        epilog=_TRAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    train.add_argument(
+        "--config",
+        metavar="FILE",
+        help="experiment config file (default: the bundled simplenet experiment)",
+    )
+    train.add_argument(
+        "--workdir",
+        metavar="DIR",
+        help="folder for checkpoints, metrics and config.json "
+        "(default: ./jaxdl_runs/<config>-<UTC time>)",
+    )
+    train.add_argument("--quiet", action="store_true", help="no progress output")
+    train.set_defaults(func=_cmd_train, command_parser=train)
+
+    predict = commands.add_parser(
+        "predict",
+        help="predict with a trained run",
+        description="Predict with the model trained in a run folder.",
+    )
+    predict.add_argument("--workdir", metavar="DIR", required=True, help="a run folder")
+    predict.add_argument(
+        "--input", metavar="FILE", required=True, help="features, a .csv or .npy file"
+    )
+    predict.add_argument(
+        "--output", metavar="FILE", help="a .csv or .npy file (default: CSV on stdout)"
+    )
+    predict.add_argument(
+        "--batch-size", metavar="N", type=_positive_int, help="examples per predict step"
+    )
+    predict.set_defaults(func=_cmd_predict, command_parser=predict)
+    return parser
+
+
+def split_overrides(tokens: Sequence[str], error: Callable[[str], NoReturn]) -> dict[str, str]:
+    """Collects ``--config.KEY=VALUE`` and ``--config.KEY VALUE`` tokens into a dict.
+
+    Args:
+        tokens: the arguments argparse did not recognise, in command-line order.
+        error: called with a message for anything else (argparse's ``parser.error``).
+
+    Returns:
+        ``{"optimizer.learning_rate": "3e-4", ...}``; a key given twice keeps the last value.
+
+    Example:
+        >>> split_overrides(["--config.a.b=1", "--config.c", "x"], print)
+        {'a.b': '1', 'c': 'x'}
+    """
+    overrides: dict[str, str] = {}
+    unknown: list[str] = []
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        i += 1
+        if not token.startswith(_OVERRIDE_PREFIX):
+            unknown.append(token)
+            continue
+        key, has_value, value = token[len(_OVERRIDE_PREFIX) :].partition("=")
+        if not key or not all(key.split(".")):
+            error(f"argument {token}: expected --config.KEY=VALUE with a dotted KEY")
+        if not has_value:
+            if i >= len(tokens) or tokens[i].startswith("--"):
+                error(f"argument --config.{key}: expected a value (--config.{key}=VALUE)")
+            value = tokens[i]
+            i += 1
+        overrides[key] = value
+    if unknown:
+        error(f"unrecognized arguments: {' '.join(unknown)}")
+    return overrides
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parses a `jaxdl` command line.
+
+    Args:
+        argv: the arguments after the program name (default ``sys.argv[1:]``).
+
+    Returns:
+        The namespace, with ``overrides`` (a dict of dotted key -> value text) for ``train``.
+
+    Raises:
+        SystemExit: code 2 on a usage error (argparse prints it), 0 after ``--help``.
+    """
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "train":
+        args.overrides = split_overrides(extra, args.command_parser.error)
+    elif extra:
+        args.command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def _default_workdir(stem: str) -> pathlib.Path:
+    """``./jaxdl_runs/<stem>-<UTC time>``, with a counter if that folder exists."""
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
+    workdir = pathlib.Path("jaxdl_runs") / f"{stem}-{stamp}"
+    n = 2
+    while workdir.exists():
+        workdir = pathlib.Path("jaxdl_runs") / f"{stem}-{stamp}-{n}"
+        n += 1
+    return workdir
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    """`jaxdl train`: load and override the config, then ``run.train_and_evaluate``."""
+    from jaxdl import config as config_lib
+
+    config_path = pathlib.Path(args.config) if args.config else config_lib.default_config_path()
+    config = config_lib.apply_overrides(config_lib.load_config(config_path), args.overrides)
+
+    if args.workdir is None:
+        workdir = _default_workdir(config_path.stem)
+        print(f"jaxdl: writing the run to {workdir}", file=sys.stderr)
+    else:
+        workdir = pathlib.Path(args.workdir).expanduser()
+        if workdir.exists() and not workdir.is_dir():
+            raise input_error(
+                "--workdir",
+                "a folder (new, or a run to resume)",
+                f"{str(workdir)!r}, an existing file",
+                "pass a folder path, or leave --workdir out for a fresh folder in ./jaxdl_runs.",
+            )
+
+    from jaxdl.compilation_cache import enable_compilation_cache
+
+    enable_compilation_cache()
+    from jaxdl import run
+
+    run.train_and_evaluate(config, workdir.absolute(), quiet=args.quiet)
+    return 0
+
+
+def _data_file(argument: str, text: str, must_exist: bool) -> pathlib.Path:
+    path = pathlib.Path(text).expanduser()
+    if must_exist and not path.is_file():
+        raise input_error(
+            argument,
+            "an existing .csv or .npy file",
+            f"{text!r}, which does not exist",
+            "pass the path of a file of features.",
+        )
+    if path.suffix.lower() not in _DATA_SUFFIXES:
+        raise input_error(
+            argument, "a .csv or .npy file", repr(text), "pass a path ending in .csv or .npy."
+        )
+    return path
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    """`jaxdl predict`: ``run.predict_from_workdir`` on a .csv/.npy file."""
+    workdir = pathlib.Path(args.workdir).expanduser()
+    if not workdir.is_dir():
+        raise input_error(
+            "--workdir",
+            "the folder of a run written by `jaxdl train`",
+            f"{args.workdir!r}, which is not a folder",
+            "pass the --workdir that `jaxdl train` wrote to (it printed it).",
+        )
+    input_path = _data_file("--input", args.input, must_exist=True)
+    output_path = None
+    if args.output not in (None, "-"):
+        output_path = _data_file("--output", args.output, must_exist=False)
+
+    from jaxdl.compilation_cache import enable_compilation_cache
+
+    enable_compilation_cache()
+    from jaxdl import run
+
+    run.predict_from_workdir(workdir.absolute(), input_path, output_path, args.batch_size)
+    return 0
+
+
+def _report(exc: BaseException) -> None:
+    """One paragraph on stderr: ``jaxdl: error: <message>``."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    print(f"jaxdl: error: {text}", file=sys.stderr)
+
+
+def _exit_code(exc: SystemExit) -> int:
+    if exc.code is None:
+        return 0
+    return exc.code if isinstance(exc.code, int) else 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the `jaxdl` command.
+
+    Args:
+        argv: the arguments after the program name (default ``sys.argv[1:]``).
+
+    Returns:
+        The exit code: 0 success; 2 usage or input error (a ``JaxdlError`` or a missing file,
+        reported in one paragraph without a traceback); 1 any other exception (an internal
+        error, reported with its traceback); 130 on Ctrl-C.
+    """
+    try:
+        args = parse_args(argv)
+        return args.func(args)
+    except SystemExit as exc:  # argparse: --help, usage errors
+        return _exit_code(exc)
+    except KeyboardInterrupt:
+        print("jaxdl: interrupted", file=sys.stderr)
+        return 130
+    except (JaxdlError, FileNotFoundError) as exc:
+        _report(exc)
+        return 2
+    except Exception:
+        traceback.print_exc()
+        print(
+            "jaxdl: internal error: the traceback above is a bug in jaxdl or a library it uses; "
+            "please report it.",
+            file=sys.stderr,
+        )
+        return 1

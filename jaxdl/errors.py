@@ -1,0 +1,64 @@
+"""The kit's error types and the one message shape they all use.
+
+Every error a user can cause names the argument, what was expected, what was
+given and how to fix it, so the message alone is enough to act on::
+
+    argument 'batch_size': expected an integer >= 1, got 0. Fix: pass batch_size=32.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class JaxdlError(Exception):
+    """Base of the kit's own errors (the CLI turns them into exit code 2)."""
+
+
+class InputError(JaxdlError, ValueError):
+    """A value is unusable: wrong shape, range, content or name."""
+
+
+class InputTypeError(JaxdlError, TypeError):
+    """A value has the wrong type."""
+
+
+def describe(value: Any, limit: int = 80) -> str:
+    """A short, readable rendering of ``value`` for an error message."""
+    shape = getattr(value, "shape", None)
+    dtype = getattr(value, "dtype", None)
+    if shape is not None and dtype is not None:
+        return f"an array of shape {tuple(shape)} and dtype {dtype}"
+    text = repr(value)
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return f"{text} ({type(value).__name__})"
+
+
+def message(argument: str, expected: str, given: str, fix: str) -> str:
+    """Formats the kit's one error shape: argument, expected, given, fix."""
+    return f"argument '{argument}': expected {expected}, got {given}. Fix: {fix}"
+
+
+def input_error(argument: str, expected: str, given: str, fix: str) -> InputError:
+    """Builds (does not raise) an :class:`InputError` in the kit's message shape."""
+    return InputError(message(argument, expected, given, fix))
+
+
+def type_error(argument: str, expected: str, given: str, fix: str) -> InputTypeError:
+    """Builds (does not raise) an :class:`InputTypeError` in the kit's message shape."""
+    return InputTypeError(message(argument, expected, given, fix))
+
+
+def unknown_name(argument: str, kind: str, name: Any, known: list[str]) -> InputError:
+    """Error for a registry miss: lists the known names and the closest one."""
+    import difflib
+
+    close = difflib.get_close_matches(str(name), known, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return input_error(
+        argument,
+        f"one of the known {kind} names {sorted(known)}",
+        repr(name),
+        f"{hint}pass a known name or a callable.",
+    )

@@ -1,0 +1,337 @@
+"""The drivers: fit, evaluate and predict around the compiled programs.
+
+This is the only place with side effects (callbacks, writers, host transfers).
+Data is put on device once; each dispatch runs a block of steps (see
+:mod:`jaxdl.fuse`) and fetches that block's per-epoch metrics in one transfer.
+
+Read this after :mod:`jaxdl.state` and :mod:`jaxdl.step`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdl import errors, fuse
+from jaxdl import losses as losses_lib
+from jaxdl import metrics as metrics_lib
+from jaxdl import step as step_lib
+from jaxdl.callbacks import Callback
+from jaxdl.data import arrays
+from jaxdl.data import validate as check
+from jaxdl.state import TrainState
+
+# With nothing to run between epochs, "auto" fuses whole epochs up to this many
+# steps per dispatch: enough to amortize the ~0.1 ms dispatch, few enough that
+# progress still shows.
+AUTO_STEPS_PER_DISPATCH = 2048
+
+
+class Programs:
+    """The jitted programs of one (model, loss, optimizer, metrics, augment).
+
+    Built once (e.g. by :class:`jaxdl.Trainer`) and reused by every call, so a
+    second ``fit``/``evaluate``/``predict`` with the same shapes does not compile.
+    """
+
+    def __init__(self, model, loss: losses_lib.Loss, tx, metrics: Sequence[metrics_lib.Metric],
+                 augment=None):
+        self.model, self.loss, self.tx = model, loss, tx
+        self.reported = step_lib.reported_metrics(loss, metrics)
+        self.names = tuple(m.name for m in self.reported)
+        if len(set(self.names)) != len(self.names):
+            raise errors.input_error("metrics", "distinct metric names", repr(self.names),
+                                     "list each metric once ('loss' is always reported)")
+        self.train_step = step_lib.make_train_step(model, loss, tx, metrics, augment=augment)
+        self.eval_step = step_lib.make_eval_step(model, loss, metrics)
+        self.predict_step = step_lib.make_predict_step(model, loss.link)
+        self.outputs = step_lib.make_predict_step(model)
+        evaluate = fuse.make_evaluate(self.eval_step, self.reported)
+        self.evaluate = jax.jit(evaluate)
+        self.block = jax.jit(fuse.make_train_block(self.train_step, self.reported, evaluate),
+                             static_argnames=("ragged_steps", "ragged_epochs"),
+                             donate_argnums=(0, 1))
+        self.eval_batch = jax.jit(self._accumulate_eval)
+        self.results = jax.jit(lambda stats: {m.name: m.result(stats[m.name])
+                                              for m in self.reported})
+        self.predict_all = jax.jit(self._predict_all)
+        self.predict_batch = jax.jit(self.predict_step)
+        self._loop_friendly: bool | None = None
+
+    def _accumulate_eval(self, acc, state, data, idx, mask):
+        stats = self.eval_step(state, fuse.gather(data, idx, mask))
+        return stats if acc is None else metrics_lib.merge(acc, stats)
+
+    def _predict_all(self, state, x, idx):
+        return jax.lax.map(lambda i: self.predict_step(state, jnp.take(x, i, axis=0)), idx)
+
+    def loop_friendly(self, state: TrainState, x: jax.Array) -> bool:
+        """Whether this model runs at full speed inside a rolled scan (decided once)."""
+        if self._loop_friendly is None:
+            self._loop_friendly = fuse.loop_friendly(self.outputs, state, x[:1])
+        return self._loop_friendly
+
+
+def output_shape(programs: Programs, state: TrainState, x: np.ndarray,
+                 argument: str = "x") -> tuple[int, ...]:
+    """The model's per-example output shape for inputs like ``x``; a clear error if not."""
+    spec = jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype)
+    try:
+        return tuple(jax.eval_shape(programs.outputs, state, spec).shape[1:])
+    except Exception as e:  # flax/XLA shape errors: restate them in the user's terms
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise errors.input_error(
+            argument, "examples whose shape the model accepts (the shape it was initialized "
+            "with)", f"examples of shape {x.shape[1:]} (the model said: {first[:200]})",
+            "pass data with the same feature count as the sample given to init(), or "
+            "re-initialize the model on this data") from None
+
+
+def _checked(programs: Programs, state: TrainState, x: Any, y: Any, x_arg: str, y_arg: str
+             ) -> tuple[np.ndarray, np.ndarray]:
+    x = check.as_features(x, x_arg)
+    y = check.as_labels(y, len(x), y_arg, x_arg)
+    out_shape = output_shape(programs, state, x, x_arg)
+    try:
+        programs.loss.check_labels(y, out_shape)
+    except errors.InputError as e:
+        raise errors.InputError(str(e).replace("argument 'y'", f"argument '{y_arg}'", 1)) from None
+    return x, y
+
+
+def _on_device(x: np.ndarray, y: np.ndarray | None = None) -> dict[str, jax.Array]:
+    data = {"x": jnp.asarray(x)}
+    if y is not None:
+        data["y"] = jnp.asarray(y)
+    return data
+
+
+def dispatch_shape(steps_per_epoch: int, epochs: int, steps_per_dispatch: int | str,
+                   every_epoch: bool, loop_friendly: bool) -> tuple[int, int]:
+    """(epochs, steps) of one dispatch block.
+
+    ``steps_per_dispatch``: an int (Keras' ``steps_per_execution``: whole epochs
+    when it is a multiple of an epoch), "epoch", or "auto" (per-step dispatch
+    where loops are slow, else whole epochs up to :data:`AUTO_STEPS_PER_DISPATCH`).
+    ``every_epoch``: a callback must see each epoch, so a block never spans two.
+    """
+    spe = steps_per_epoch
+    if steps_per_dispatch == "auto":
+        if not loop_friendly:
+            return 1, 1
+        if spe > AUTO_STEPS_PER_DISPATCH:
+            return 1, math.ceil(spe / math.ceil(spe / AUTO_STEPS_PER_DISPATCH))
+        per_block = 1 if every_epoch else AUTO_STEPS_PER_DISPATCH // spe
+        return max(1, min(epochs, per_block)), spe
+    if steps_per_dispatch == "epoch":
+        return 1, spe
+    k = steps_per_dispatch
+    if k < spe:
+        return 1, k
+    return (1 if every_epoch else max(1, min(epochs, k // spe))), spe
+
+
+def _steps_per_dispatch(value: Any) -> int | str:
+    if value in ("auto", "epoch"):
+        return value
+    return check.positive_int(value, "steps_per_dispatch",
+                              "pass an integer >= 1, 'epoch' or 'auto'")
+
+
+class _Planner:
+    """Index plans of the dispatch blocks of one fit: epochs x steps x batch."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, shuffle: bool, steps: int):
+        self.n, self.batch_size, self.seed, self.shuffle, self.steps = (n, batch_size, seed,
+                                                                         shuffle, steps)
+        self.spe = arrays.steps_per_epoch(n, batch_size)
+        self._cached: tuple[int, tuple[np.ndarray, np.ndarray]] | None = None
+
+    def _epoch(self, epoch: int):
+        if self._cached is None or self._cached[0] != epoch:
+            self._cached = (epoch, arrays.epoch_plan(self.n, self.batch_size, self.seed, epoch,
+                                                     self.shuffle))
+        return self._cached[1]
+
+    def rows(self, epoch: int, first_step: int) -> dict[str, np.ndarray]:
+        """One epoch's row: steps [first_step, first_step + self.steps), padded as needed."""
+        idx, mask = self._epoch(epoch)
+        s, b = self.steps, self.batch_size
+        take = min(s, self.spe - first_step)
+        row_idx = np.zeros((s, b), np.int32)
+        row_mask = np.zeros((s, b), np.float32)
+        row_idx[:take] = idx[first_step:first_step + take]
+        row_mask[:take] = mask[first_step:first_step + take]
+        valid = np.arange(s) < take
+        end = first_step + take == self.spe
+        return dict(idx=row_idx, mask=row_mask, valid=valid, start=np.bool_(first_step == 0),
+                    end=np.bool_(end), real=np.bool_(True))
+
+    def padding_row(self) -> dict[str, np.ndarray]:
+        s, b = self.steps, self.batch_size
+        return dict(idx=np.zeros((s, b), np.int32), mask=np.zeros((s, b), np.float32),
+                    valid=np.zeros(s, bool), start=np.bool_(True), end=np.bool_(False),
+                    real=np.bool_(False))
+
+
+def _stack(rows: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+
+
+def fit(programs: Programs, state: TrainState, x: Any, y: Any, *, epochs: int = 1,
+        batch_size: int = 32, validation_data: tuple[Any, Any] | None = None,
+        validation_split: float = 0.0, shuffle: bool = True, seed: int = 0,
+        callbacks: Sequence[Callback] = (), steps_per_dispatch: int | str = "auto",
+        initial_epoch: int = 0, context: dict[str, Any] | None = None
+        ) -> tuple[TrainState, dict[str, list[float]]]:
+    """Trains ``state`` on (x, y) for ``epochs - initial_epoch`` epochs.
+
+    Args:
+      programs: the compiled programs (model, loss, optimizer, metrics).
+      state: the TrainState to start from (it is donated: do not reuse it).
+      x: inputs [n, ...]; y: labels [n, ...].
+      epochs: index of the last epoch (Keras semantics with ``initial_epoch``).
+      batch_size: examples per step; the last batch of an epoch is padded and masked.
+      validation_data: ``(x_val, y_val)``, evaluated at the end of every epoch.
+      validation_split: fraction of (x, y), taken from the end before shuffling, held out
+        for validation (ignored when ``validation_data`` is given).
+      shuffle: reshuffle every epoch; the order depends only on ``(seed, epoch)``.
+      seed: the shuffle seed.
+      callbacks: :class:`jaxdl.callbacks.Callback` objects, run after every epoch.
+      steps_per_dispatch: see :func:`dispatch_shape`.
+      initial_epoch: epoch to start at (for resuming).
+      context: extra facts passed to ``Callback.on_train_begin``.
+
+    Returns:
+      ``(state, history)``: history maps ``loss``, metric names and their ``val_``
+      versions to per-epoch Python floats.
+    """
+    epochs = check.positive_int(epochs, "epochs", "pass epochs=10", minimum=0)
+    batch_size = check.positive_int(batch_size, "batch_size", "pass batch_size=32")
+    initial_epoch = check.positive_int(initial_epoch, "initial_epoch",
+                                       "pass initial_epoch=0", minimum=0)
+    spd = _steps_per_dispatch(steps_per_dispatch)
+    x, y = _checked(programs, state, x, y, "x", "y")
+    if validation_data is None and check.fraction(validation_split, "validation_split"):
+        cut = len(x) - int(len(x) * validation_split)
+        if cut <= 0 or cut == len(x):
+            raise errors.input_error("validation_split", "a fraction leaving examples on both "
+                                     "sides", f"{validation_split} of {len(x)} examples",
+                                     "use a larger data set or another fraction")
+        x, y, validation_data = x[:cut], y[:cut], (x[cut:], y[cut:])
+    val = None
+    if validation_data is not None:
+        if not (isinstance(validation_data, tuple | list) and len(validation_data) == 2):
+            raise errors.type_error("validation_data", "a pair (x_val, y_val)",
+                                    errors.describe(validation_data),
+                                    "pass validation_data=(x_val, y_val)")
+        val = _checked(programs, state, *validation_data, "validation_data[0]",
+                       "validation_data[1]")
+
+    data = _on_device(x, y)
+    friendly = programs.loop_friendly(state, data["x"])
+    every_epoch = any(getattr(cb, "needs_every_epoch", True) for cb in callbacks)
+    planner_spe = arrays.steps_per_epoch(len(x), batch_size)
+    num_epochs = max(0, epochs - initial_epoch)
+    e_block, s_block = dispatch_shape(planner_spe, num_epochs, spd, every_epoch, friendly)
+    planner = _Planner(len(x), batch_size, seed, shuffle, s_block)
+
+    fused_val = val is not None and friendly
+    val_data = _on_device(*val) if val is not None else None
+    val_plan = None
+    if val is not None:
+        idx, mask = arrays.epoch_plan(len(val[0]), batch_size, 0, 0, shuffle=False)
+        val_plan = {"idx": jnp.asarray(idx), "mask": jnp.asarray(mask)}
+
+    ctx = dict(epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=planner_spe,
+               batch_size=batch_size, **(context or {}))
+    for cb in callbacks:
+        state = cb.on_train_begin(state, ctx)
+    history: dict[str, list[float]] = {}
+    if num_epochs == 0:
+        return state, history
+
+    probe = fuse.gather(data, jnp.zeros(batch_size, jnp.int32), jnp.ones(batch_size))
+    acc = step_lib.zero_stats(lambda s, b: programs.train_step(s, b)[1], state, probe)
+    ragged_steps = planner_spe % s_block != 0
+    ragged_epochs = e_block > 1 and num_epochs % e_block != 0
+    blocks_per_epoch = math.ceil(planner_spe / s_block)
+
+    epoch = initial_epoch
+    stop = False
+    while epoch < epochs and not stop:
+        # One dispatch: either e_block whole epochs, or one slice of one epoch.
+        block_epochs = list(range(epoch, min(epoch + e_block, epochs)))
+        for part in range(blocks_per_epoch if e_block == 1 else 1):
+            rows = [planner.rows(e, part * s_block) for e in block_epochs]
+            rows += [planner.padding_row()] * (e_block - len(rows))
+            plan = jax.tree.map(jnp.asarray, _stack(rows))
+            state, acc, (train_out, val_out) = programs.block(
+                state, acc, data, plan, val_data if fused_val else None, val_plan,
+                ragged_steps=ragged_steps, ragged_epochs=ragged_epochs)
+        train_out, val_out = jax.device_get((train_out, val_out))
+        for i, e in enumerate(block_epochs):
+            logs = {k: float(train_out[k][i]) for k in programs.names}
+            if val is not None:
+                val_logs = ({k: float(val_out[k][i]) for k in programs.names} if fused_val
+                            else evaluate_arrays(programs, state, val_data, val_plan))
+                logs.update({f"val_{k}": v for k, v in val_logs.items()})
+            for key, value in logs.items():
+                history.setdefault(key, []).append(value)
+            for cb in callbacks:
+                state = cb.on_epoch_end(e, logs, state)
+            stop = stop or any(cb.stop_training for cb in callbacks)
+        epoch = block_epochs[-1] + 1
+    for cb in callbacks:
+        state = cb.on_train_end(state)
+    return state, history
+
+
+def evaluate_arrays(programs: Programs, state: TrainState, data: dict[str, jax.Array],
+                    plan: dict[str, jax.Array]) -> dict[str, float]:
+    """Metrics over on-device ``data`` batched by ``plan`` (idx/mask [batches, B])."""
+    if programs.loop_friendly(state, data["x"]):
+        results = programs.evaluate(state, data, plan)
+    else:
+        acc = None
+        for idx, mask in zip(plan["idx"], plan["mask"], strict=True):
+            acc = programs.eval_batch(acc, state, data, idx, mask)
+        results = programs.results(acc)
+    results = jax.device_get(results)
+    return {k: float(results[k]) for k in programs.names}
+
+
+def evaluate(programs: Programs, state: TrainState, x: Any, y: Any, *, batch_size: int = 32
+             ) -> dict[str, float]:
+    """Loss and metrics over all of (x, y), exactly (the last batch is padded and masked)."""
+    batch_size = check.positive_int(batch_size, "batch_size", "pass batch_size=32")
+    x, y = _checked(programs, state, x, y, "x", "y")
+    idx, mask = arrays.epoch_plan(len(x), batch_size, 0, 0, shuffle=False)
+    return evaluate_arrays(programs, state, _on_device(x, y),
+                           {"idx": jnp.asarray(idx), "mask": jnp.asarray(mask)})
+
+
+def predict(programs: Programs, state: TrainState, x: Any, *, batch_size: int = 32
+            ) -> np.ndarray:
+    """Predictions for every example of ``x``: probabilities for classification losses.
+
+    Returns:
+      numpy array [n, *output_shape] (float32).
+    """
+    batch_size = check.positive_int(batch_size, "batch_size", "pass batch_size=32")
+    x = check.as_features(x, "x")
+    output_shape(programs, state, x)
+    idx, _ = arrays.epoch_plan(len(x), batch_size, 0, 0, shuffle=False)
+    data_x = jnp.asarray(x)
+    if programs.loop_friendly(state, data_x):
+        out = programs.predict_all(state, data_x, jnp.asarray(idx))
+    else:
+        out = jnp.stack([programs.predict_batch(state, jnp.take(data_x, i, axis=0))
+                         for i in jnp.asarray(idx)])
+    out = np.asarray(jax.device_get(out))
+    return out.reshape(-1, *out.shape[2:])[: len(x)]

@@ -1,0 +1,153 @@
+"""Pure step functions, built once from (model, loss, optimizer, metrics).
+
+    train_step(state, batch) -> (state, stats)
+    eval_step(state, batch)  -> stats
+    predict_step(state, x)   -> predictions
+
+A batch is a dict ``{"x": [B, ...], "y": [B, ...], "mask": [B] float32}``; the
+mask is 0 for padding rows, so a padded last batch counts only its real
+examples. ``stats`` maps metric names (always ``"loss"`` first) to additive
+statistics (see :mod:`jaxdl.metrics`). The steps read no globals, print nothing
+and never leave the device; randomness is ``fold_in(state.rng, state.step)``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxdl import losses as losses_lib
+from jaxdl import metrics as metrics_lib
+from jaxdl.state import TrainState
+
+Batch = dict[str, jax.Array]
+Augment = Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
+
+
+def mode_argument(model: nn.Module) -> str | None:
+    """The name of the model's train/eval switch: "train", "training", "deterministic" or None."""
+    parameters = inspect.signature(type(model).__call__).parameters
+    for name in ("train", "training", "deterministic", "is_training"):
+        if name in parameters:
+            return name
+    return None
+
+
+def make_apply(model: nn.Module) -> Callable[..., tuple[jax.Array, Any]]:
+    """``apply(params, model_state, x, train, rng) -> (outputs, new_model_state)``.
+
+    Passes the mode to the model under whatever name its ``__call__`` uses, and
+    updates mutable collections (batch statistics) only in training.
+    """
+    mode = mode_argument(model)
+
+    def apply(params, model_state, x, train: bool, rng=None):
+        kwargs = {}
+        if mode is not None:
+            kwargs[mode] = (not train) if mode == "deterministic" else train
+        rngs = {"dropout": rng} if (train and rng is not None) else None
+        variables = {"params": params, **model_state}
+        if train and model_state:
+            outputs, updates = model.apply(variables, x, rngs=rngs, mutable=list(model_state),
+                                           **kwargs)
+            return outputs, {**model_state, **updates}
+        return model.apply(variables, x, rngs=rngs, **kwargs), model_state
+
+    return apply
+
+
+def reported_metrics(
+    loss: losses_lib.Loss, metrics: Sequence[metrics_lib.Metric]
+) -> tuple[metrics_lib.Metric, ...]:
+    """Everything a step reports: ``loss`` first, then the given metrics."""
+    return (metrics_lib.loss_metric(loss.per_example), *metrics)
+
+
+def _stats(metrics, outputs, labels, mask):
+    return {m.name: m.stats(outputs, labels, mask) for m in metrics}
+
+
+def make_train_step(
+    model: nn.Module,
+    loss: losses_lib.Loss,
+    tx: optax.GradientTransformation,
+    metrics: Sequence[metrics_lib.Metric] = (),
+    *,
+    augment: Augment | None = None,
+) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, Any]]]:
+    """Builds the pure training step.
+
+    Args:
+      model: any Flax Linen module.
+      loss: a resolved :class:`jaxdl.losses.Loss`.
+      tx: the optax optimizer whose state is ``state.opt_state``.
+      metrics: resolved metrics to compute on the (augmented) training batch.
+      augment: optional ``aug(key, x, y) -> (x, y)`` applied on device first.
+
+    Returns:
+      ``train_step(state, batch) -> (new_state, stats)``.
+    """
+    apply = make_apply(model)
+    reported = reported_metrics(loss, metrics)
+
+    def train_step(state: TrainState, batch: Batch):
+        x, y, mask = batch["x"], batch["y"], batch["mask"]
+        augment_key, dropout_key = jax.random.split(jax.random.fold_in(state.rng, state.step))
+        if augment is not None:
+            x, y = augment(augment_key, x, y)
+
+        def objective(params):
+            outputs, model_state = apply(params, state.model_state, x, True, dropout_key)
+            value = losses_lib.masked_mean(loss.per_example(outputs, y), mask)
+            return value, (outputs, model_state)
+
+        grads, (outputs, model_state) = jax.grad(objective, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        new_state = state.replace(
+            step=state.step + 1,
+            params=optax.apply_updates(state.params, updates),
+            opt_state=opt_state,
+            model_state=model_state,
+        )
+        return new_state, _stats(reported, outputs, y, mask)
+
+    return train_step
+
+
+def make_eval_step(
+    model: nn.Module, loss: losses_lib.Loss, metrics: Sequence[metrics_lib.Metric] = ()
+) -> Callable[[TrainState, Batch], dict[str, Any]]:
+    """Builds ``eval_step(state, batch) -> stats`` (model in eval mode, no state change)."""
+    apply = make_apply(model)
+    reported = reported_metrics(loss, metrics)
+
+    def eval_step(state: TrainState, batch: Batch):
+        outputs, _ = apply(state.params, state.model_state, batch["x"], False)
+        return _stats(reported, outputs, batch["y"], batch["mask"])
+
+    return eval_step
+
+
+def make_predict_step(
+    model: nn.Module, link: Callable[[jax.Array], jax.Array] = lambda o: o
+) -> Callable[[TrainState, jax.Array], jax.Array]:
+    """Builds ``predict_step(state, x [B, ...]) -> link(outputs) [B, ...]`` in eval mode."""
+    apply = make_apply(model)
+
+    def predict_step(state: TrainState, x: jax.Array):
+        outputs, _ = apply(state.params, state.model_state, x, False)
+        return link(outputs)
+
+    return predict_step
+
+
+def zero_stats(stats_fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    """Zeros shaped like ``stats_fn(*args)``'s output, from its abstract evaluation."""
+    shapes = jax.eval_shape(stats_fn, *args)
+    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)

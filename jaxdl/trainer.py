@@ -1,0 +1,147 @@
+"""Trainer: the Keras-short facade over the pure steps and the drivers.
+
+    trainer = jdl.Trainer(model, optimizer="adam", loss="binary_crossentropy",
+                          metrics=["accuracy"])
+    state = trainer.init(jax.random.key(0), x_train[:1])
+    state, history = trainer.fit(state, x_train, y_train, epochs=10, batch_size=32,
+                                 validation_data=(x_val, y_val))
+    trainer.evaluate(state, x_test, y_test)   # {"loss": ..., "accuracy": ...}
+    trainer.predict(state, x_test)            # probabilities
+
+The Trainer holds no training state: ``state`` goes in and comes out. It holds
+the compiled programs, so repeated calls with the same shapes never recompile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import numpy as np
+import optax
+
+from jaxdl import errors, loop
+from jaxdl import losses as losses_lib
+from jaxdl import metrics as metrics_lib
+from jaxdl import optim as optim_lib
+from jaxdl import step as step_lib
+from jaxdl.callbacks import Callback
+from jaxdl.data import validate as check
+from jaxdl.state import TrainState
+from jaxdl.writers import ConsoleLogger
+
+
+def _as_key(rng: Any) -> jax.Array:
+    if isinstance(rng, int) and not isinstance(rng, bool):
+        return jax.random.key(rng)
+    if isinstance(rng, jax.Array) and jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key):
+        if rng.shape != ():
+            raise errors.input_error("rng", "a single PRNG key", f"a key array of shape "
+                                     f"{rng.shape}", "pass jax.random.key(seed)")
+        return rng
+    if isinstance(rng, jax.Array | np.ndarray) and rng.shape == (2,) and rng.dtype == np.uint32:
+        return jax.random.wrap_key_data(rng)  # a legacy jax.random.PRNGKey
+    raise errors.type_error("rng", "a PRNG key (jax.random.key(seed)) or an int seed",
+                            errors.describe(rng), "pass jax.random.key(0)")
+
+
+class Trainer:
+    """Fits, evaluates and predicts with a Flax model, functionally.
+
+    Args:
+      model: a Flax Linen module instance (outputs logits for classification).
+      optimizer: a name in :data:`jaxdl.optim.OPTIMIZERS` or any ``optax.GradientTransformation``.
+      loss: a name in :data:`jaxdl.losses.LOSSES`, a :class:`jaxdl.losses.Loss`, or
+        ``fn(outputs, labels) -> per-example loss [B]``.
+      metrics: names in :data:`jaxdl.metrics.METRICS`, Metric objects or per-example callables.
+      learning_rate: float or optax schedule, used when ``optimizer`` is a name.
+      weight_decay, l2, clip_norm: regularization, see :func:`jaxdl.optim.make_optimizer`.
+      augment: ``aug(key, x, y) -> (x, y)`` run on device in every training step
+        (see :mod:`jaxdl.data.augment`).
+    """
+
+    def __init__(self, model: nn.Module, *, loss: str | losses_lib.Loss | Callable,
+                 optimizer: str | optax.GradientTransformation = "adam",
+                 metrics: Sequence[str | metrics_lib.Metric | Callable] = (),
+                 learning_rate: float | optax.Schedule = 1e-3, weight_decay: float = 0.0,
+                 l2: float = 0.0, clip_norm: float | None = None,
+                 augment: step_lib.Augment | None = None):
+        if isinstance(model, type) and issubclass(model, nn.Module):
+            raise errors.type_error("model", "a Flax module instance", f"the class "
+                                    f"{model.__name__}", f"instantiate it: {model.__name__}(...)")
+        if not isinstance(model, nn.Module):
+            raise errors.type_error("model", "a Flax Linen module instance",
+                                    errors.describe(model),
+                                    "wrap NNX modules with flax.nnx.bridge.to_linen")
+        if isinstance(metrics, str):
+            metrics = [metrics]
+        self.model = model
+        self.loss = losses_lib.get(loss)
+        self.metrics = tuple(metrics_lib.get(m, self.loss.task) for m in metrics)
+        self.tx = optim_lib.with_lr_scale(optim_lib.make_optimizer(
+            optimizer, learning_rate, weight_decay=weight_decay, l2=l2, clip_norm=clip_norm))
+        self.learning_rate = learning_rate if isinstance(learning_rate, float | int) else None
+        self.programs = loop.Programs(model, self.loss, self.tx, self.metrics, augment)
+        self._init = jax.jit(self._init_fn)
+
+    def _init_fn(self, rng: jax.Array, sample: jax.Array) -> TrainState:
+        params_key, dropout_key, train_key = jax.random.split(rng, 3)
+        mode = step_lib.mode_argument(self.model)
+        kwargs = {mode: mode == "deterministic"} if mode else {}
+        variables = dict(self.model.init({"params": params_key, "dropout": dropout_key}, sample,
+                                         **kwargs))
+        params = variables.pop("params")
+        return TrainState.create(params, self.tx, train_key, variables)
+
+    def init(self, rng: Any, sample_x: Any) -> TrainState:
+        """Initializes parameters and optimizer state from a sample batch [b, ...]."""
+        sample = check.as_features(sample_x, "sample_x")
+        key = _as_key(rng)
+        try:
+            jax.eval_shape(self._init_fn, key, sample)
+        except errors.JaxdlError:
+            raise
+        except Exception as e:
+            raise errors.input_error("sample_x", "a batch the model can be applied to",
+                                     f"{errors.describe(sample)} (the model said: "
+                                     f"{str(e).strip().splitlines()[0][:200]})",
+                                     "pass a slice of the training inputs, e.g. x[:1]") from None
+        return self._init(key, sample)
+
+    def fit(self, state: TrainState, x: Any, y: Any, *, epochs: int = 1, batch_size: int = 32,
+            validation_data: tuple[Any, Any] | None = None, validation_split: float = 0.0,
+            shuffle: bool = True, seed: int = 0, callbacks: Sequence[Callback] = (),
+            steps_per_dispatch: int | str = "auto", initial_epoch: int = 0, verbose: int = 1
+            ) -> tuple[TrainState, dict[str, list[float]]]:
+        """Trains and returns ``(state, history)``; see :func:`jaxdl.loop.fit` for arguments.
+
+        ``verbose=1`` prints a line per epoch (a live bar on a terminal); 0 is silent.
+        The given ``state`` stays valid (fit works on a copy it may donate).
+        """
+        if not isinstance(state, TrainState):
+            raise errors.type_error("state", "a jdl.TrainState from trainer.init(...)",
+                                    errors.describe(state), "pass state = trainer.init(key, x[:1])")
+        callbacks = list(callbacks)
+        for cb in callbacks:
+            if not isinstance(cb, Callback):
+                raise errors.type_error("callbacks", "jdl.callbacks.Callback instances",
+                                        errors.describe(cb), "subclass jdl.callbacks.Callback")
+        if verbose:
+            callbacks.append(ConsoleLogger())
+        state = jax.tree.map(lambda a: a.copy(), state)
+        return loop.fit(self.programs, state, x, y, epochs=epochs, batch_size=batch_size,
+                        validation_data=validation_data, validation_split=validation_split,
+                        shuffle=shuffle, seed=seed, callbacks=callbacks,
+                        steps_per_dispatch=steps_per_dispatch, initial_epoch=initial_epoch,
+                        context={"learning_rate": self.learning_rate})
+
+    def evaluate(self, state: TrainState, x: Any, y: Any, *, batch_size: int = 32
+                 ) -> dict[str, float]:
+        """``{"loss": float, <metric>: float}`` over all of (x, y), exactly."""
+        return loop.evaluate(self.programs, state, x, y, batch_size=batch_size)
+
+    def predict(self, state: TrainState, x: Any, *, batch_size: int = 32) -> np.ndarray:
+        """Predictions [n, ...]: probabilities for classification losses, raw outputs otherwise."""
+        return loop.predict(self.programs, state, x, batch_size=batch_size)

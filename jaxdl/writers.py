@@ -1,0 +1,115 @@
+"""Where metrics go: the console (a line per epoch, a live bar on a terminal) and JSONL.
+
+Writers are callbacks that never change the state and do not need to run
+between epochs (``needs_every_epoch = False``), so they do not stop the driver
+from fusing several epochs into one dispatch: their lines then arrive together
+when that dispatch ends.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from jaxdl.callbacks import Callback
+
+
+def format_logs(logs: dict[str, float]) -> str:
+    """``loss 0.1234 · accuracy 0.9500 · val_loss ...`` with 4 significant decimals."""
+    return " · ".join(f"{k} {v:.4f}" if math.isfinite(v) else f"{k} {v}" for k, v in
+                      logs.items())
+
+
+class ConsoleLogger(Callback):
+    """Prints ``Epoch e/E · metrics · time``; a rich progress bar above it on a terminal."""
+
+    needs_every_epoch = False
+
+    def __init__(self, stream: IO[str] | None = None, live: bool | None = None):
+        self.stream = stream or sys.stdout
+        self.live = self.stream.isatty() if live is None else live
+        self._progress = None
+
+    def on_train_begin(self, state, context):
+        self.epochs = context["epochs"]
+        self.start = self.last = time.perf_counter()
+        if self.live:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
+            self._progress = Progress(TextColumn("epoch"), MofNCompleteColumn(), BarColumn(),
+                                      TimeRemainingColumn(), TextColumn("{task.fields[logs]}"),
+                                      console=Console(file=self.stream), transient=True)
+            self._task = self._progress.add_task("fit", total=self.epochs,
+                                                 completed=context.get("initial_epoch", 0),
+                                                 logs="")
+            self._progress.start()
+        return state
+
+    def on_epoch_end(self, epoch, logs, state):
+        now = time.perf_counter()
+        line = f"Epoch {epoch + 1}/{self.epochs} · {format_logs(logs)} · {now - self.last:.2f}s"
+        self.last = now
+        if self._progress is not None:
+            self._progress.console.print(line)
+            self._progress.update(self._task, completed=epoch + 1,
+                                  logs=format_logs({k: v for k, v in logs.items()
+                                                    if k in ("loss", "val_loss")}))
+        else:
+            print(line, file=self.stream, flush=True)
+        return state
+
+    def on_train_end(self, state):
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+        return state
+
+
+def jsonable(value: Any) -> Any:
+    """Floats stay full precision; NaN/inf become strings JSON can hold."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+class JsonlWriter(Callback):
+    """Appends one JSON object per split per epoch to ``path`` (the metrics.jsonl contract).
+
+    Each line: ``{"step", "epoch", "split", <metric>: float, ...}``; ``epoch`` counts
+    from 1; ``step`` is the optimizer step after that epoch.
+    """
+
+    needs_every_epoch = False
+
+    def __init__(self, path: str | Path, steps_per_epoch: int | None = None):
+        self.path = Path(path)
+        self.steps_per_epoch = steps_per_epoch
+
+    def on_train_begin(self, state, context):
+        self.steps_per_epoch = context["steps_per_epoch"]
+        return state
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Appends one record as a JSON line."""
+        with self.path.open("a") as f:
+            f.write(json.dumps({k: jsonable(v) for k, v in record.items()}) + "\n")
+
+    def on_epoch_end(self, epoch, logs, state):
+        step = (epoch + 1) * self.steps_per_epoch
+        train = {k: v for k, v in logs.items() if not k.startswith("val_")}
+        self.write({"step": step, "epoch": epoch + 1, "split": "train", **train})
+        val = {k[4:]: v for k, v in logs.items() if k.startswith("val_")}
+        if val:
+            self.write({"step": step, "epoch": epoch + 1, "split": "val", **val})
+        return state

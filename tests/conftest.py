@@ -1,0 +1,41 @@
+"""Test setup: 8 fake CPU devices, a persistent compilation cache, shared fixtures.
+
+XLA_FLAGS must be set before jax is imported anywhere, so this file sets it at
+import time (pytest imports conftest first).
+"""
+
+import os
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                           " --xla_force_host_platform_device_count=8").strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+_cache = os.environ.get("JAXDL_TEST_CACHE_DIR",
+                        os.path.join(os.path.expanduser("~"), ".cache", "jaxdl", "xla-tests"))
+jax.config.update("jax_compilation_cache_dir", _cache)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+@pytest.fixture(scope="session")
+def blobs():
+    """A small, separable binary problem: 8 features, 100 examples (not a multiple of 16)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(100, 8)).astype(np.float32)
+    w = rng.normal(size=8)
+    y = (x @ w + 0.3 * rng.normal(size=100) > 0).astype(np.int32)
+    return x, y
+
+
+@pytest.fixture(scope="session")
+def binary_trainer():
+    """One Trainer (compiled programs) shared by the tests that train on ``blobs``."""
+    import jaxdl as jdl
+
+    model = jdl.models.MLP(features=(16, 1))
+    return jdl.Trainer(model, optimizer="adam", learning_rate=0.05, loss="binary_crossentropy",
+                       metrics=["accuracy"])
