@@ -1,39 +1,41 @@
-"""Temporary default config (to be replaced by the owner of the default experiment)."""
+"""The default experiment (`jaxdl train` with no arguments): SimpleNet on breast cancer.
+
+The reference workflow: Dense(10, relu) -> Dense(10, relu) -> Dense(1) logits,
+binary cross-entropy, Adam, accuracy; scikit-learn's breast-cancer set split
+65/15/20 (stratified, seed 0) and standardized on the training split only.
+Compared with the seed's exact settings (``experiments/simplenet_exact.py``:
+adam 1e-3, 10 epochs) it trains longer at a higher learning rate.
+
+    jaxdl train                                        # this config
+    jaxdl train --config experiments/simplenet.py --workdir /tmp/simplenet
+
+Result on the 2-core CPU machine: see the README's experiments table.
+"""
 
 import ml_collections
 
 
-def get_config():
+def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
-    c.data = ml_collections.ConfigDict(
-        dict(
-            name="breast_cancer", val_fraction=0.15, test_fraction=0.2, standardize=True, clean=True
-        )
-    )
-    c.model = ml_collections.ConfigDict(
-        dict(name="mlp", features=(10, 10, 1), activation="relu", dropout_rate=0.0)
-    )
+    c.data = ml_collections.ConfigDict(dict(
+        name="breast_cancer", val_fraction=0.15, test_fraction=0.2, standardize=True,
+        clean=True))
+    c.model = ml_collections.ConfigDict(dict(
+        name="mlp", features=(10, 10, 1), activation="relu", dropout_rate=0.0))
     c.loss = "binary_crossentropy"
-    c.metrics = ("accuracy",)
-    c.optimizer = ml_collections.ConfigDict(
-        dict(
-            name="adam",
-            learning_rate=1e-3,
-            schedule="constant",
-            warmup_steps=0,
-            weight_decay=0.0,
-            l2=0.0,
-            clip_norm=0.0,
-        )
-    )
-    c.epochs = 10
+    c.metrics = ("accuracy", "auc")
+    c.optimizer = ml_collections.ConfigDict(dict(
+        name="adam", learning_rate=3e-3, schedule="constant", warmup_steps=0, decay_steps=0,
+        decay_rate=0.1, weight_decay=0.0, l2=0.0, clip_norm=0.0))
+    c.epochs = 30
     c.batch_size = 32
     c.shuffle = True
-    # "auto" or a number of steps: a field that accepts either type is declared with a tuple
-    # field_type, which `jaxdl.config.apply_overrides` honours.
+    # "auto" (fuse epochs where it is faster), "epoch", or a number of steps.
     c.steps_per_dispatch = ml_collections.FieldReference("auto", field_type=(str, int))
-    c.early_stopping = ml_collections.ConfigDict(
-        dict(enabled=False, monitor="val_loss", patience=5, restore_best=True)
-    )
+    c.early_stopping = ml_collections.ConfigDict(dict(
+        enabled=False, monitor="val_loss", patience=5, restore_best=True))
+    c.reduce_lr = ml_collections.ConfigDict(dict(
+        enabled=False, monitor="val_loss", factor=0.5, patience=3))
+    c.nan_policy = "stop"  # "stop": end the run at the first non-finite training loss
     return c

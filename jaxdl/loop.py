@@ -62,6 +62,19 @@ class Programs:
         self.predict_all = jax.jit(self._predict_all)
         self.predict_batch = jax.jit(self.predict_step)
         self._loop_friendly: bool | None = None
+        self._abstract: dict[Any, Any] = {}
+
+    def abstract(self, kind: str, fn, *args) -> Any:
+        """``jax.eval_shape(fn, *args)``, cached by ``kind`` and the arguments' shapes.
+
+        Tracing a step costs tens of milliseconds; a fit calls this with the same
+        shapes every time, so it pays once.
+        """
+        key = (kind, jax.tree.structure(args),
+               tuple((a.shape, str(a.dtype)) for a in jax.tree.leaves(args)))
+        if key not in self._abstract:
+            self._abstract[key] = jax.eval_shape(fn, *args)
+        return self._abstract[key]
 
     def _accumulate_eval(self, acc, state, data, idx, mask):
         stats = self.eval_step(state, fuse.gather(data, idx, mask))
@@ -73,7 +86,8 @@ class Programs:
     def loop_friendly(self, state: TrainState, x: jax.Array) -> bool:
         """Whether this model runs at full speed inside a rolled scan (decided once)."""
         if self._loop_friendly is None:
-            self._loop_friendly = fuse.loop_friendly(self.outputs, state, x[:1])
+            sample = jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype)
+            self._loop_friendly = fuse.loop_friendly(self.outputs, state, sample)
         return self._loop_friendly
 
 
@@ -82,7 +96,7 @@ def output_shape(programs: Programs, state: TrainState, x: np.ndarray,
     """The model's per-example output shape for inputs like ``x``; a clear error if not."""
     spec = jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype)
     try:
-        return tuple(jax.eval_shape(programs.outputs, state, spec).shape[1:])
+        return tuple(programs.abstract("outputs", programs.outputs, state, spec).shape[1:])
     except Exception as e:  # flax/XLA shape errors: restate them in the user's terms
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise errors.input_error(
@@ -256,8 +270,13 @@ def fit(programs: Programs, state: TrainState, x: Any, y: Any, *, epochs: int = 
     if num_epochs == 0:
         return state, history
 
-    probe = fuse.gather(data, jnp.zeros(batch_size, jnp.int32), jnp.ones(batch_size))
-    acc = step_lib.zero_stats(lambda s, b: programs.train_step(s, b)[1], state, probe)
+    probe = {k: jax.ShapeDtypeStruct((batch_size, *v.shape[1:]), v.dtype) for k, v in
+             data.items()}
+    probe["mask"] = jax.ShapeDtypeStruct((batch_size,), jnp.float32)
+    # numpy zeros: an eager jnp.zeros would compile a broadcast per shape.
+    acc = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype),
+                       programs.abstract("train_stats", lambda s, b: programs.train_step(s, b)[1],
+                                         state, probe))
     ragged_steps = planner_spe % s_block != 0
     ragged_epochs = e_block > 1 and num_epochs % e_block != 0
     blocks_per_epoch = math.ceil(planner_spe / s_block)
