@@ -274,7 +274,7 @@ def fit(programs: Programs, state: TrainState, x: Any, y: Any, *, epochs: int = 
              data.items()}
     probe["mask"] = jax.ShapeDtypeStruct((batch_size,), jnp.float32)
     # numpy zeros: an eager jnp.zeros would compile a broadcast per shape.
-    acc = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype),
+    acc = jax.tree.map(lambda a: jax.device_put(np.zeros(a.shape, a.dtype)),
                        programs.abstract("train_stats", lambda s, b: programs.train_step(s, b)[1],
                                          state, probe))
     ragged_steps = planner_spe % s_block != 0

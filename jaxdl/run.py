@@ -141,7 +141,6 @@ def predict_from_workdir(workdir: str | Path, input_path: str | Path,
     The run's normalization statistics are applied first, as in training.
     Writes CSV (or .npy) to ``output_path``, or CSV to stdout when it is None.
     """
-    import jax
 
     from jaxdl import checkpoint
     from jaxdl.data import transforms
@@ -157,7 +156,7 @@ def predict_from_workdir(workdir: str | Path, input_path: str | Path,
     x = _read_inputs(input_path)
     step, meta = checkpoint.read_meta(workdir / "checkpoints")
     sample = np.zeros((1, *meta["num_features"]), meta.get("input_dtype", "float32"))
-    target = jax.eval_shape(trainer.init, jax.random.key(0), sample)
+    target = trainer.abstract_state(sample)
     state, meta = checkpoint.restore(workdir / "checkpoints", target, step)
     if tuple(x.shape[1:]) != tuple(meta["num_features"]):
         raise errors.input_error("--input", f"rows of {meta['num_features']} features (what "

@@ -114,6 +114,15 @@ class Trainer:
                                      "pass a slice of the training inputs, e.g. x[:1]") from None
         return self._init(key, sample)
 
+    def abstract_state(self, sample_x: Any) -> TrainState:
+        """The state ``init`` would build, as shapes and dtypes only (nothing allocated).
+
+        The restore target for checkpoints and the input to memory estimates.
+        """
+        sample = jax.ShapeDtypeStruct((1, *np.shape(sample_x)[1:]),
+                                      getattr(sample_x, "dtype", np.float32))
+        return jax.eval_shape(self._init_fn, jax.random.key(0), sample)
+
     def fit(self, state: TrainState, x: Any, y: Any, *, epochs: int = 1, batch_size: int = 32,
             validation_data: tuple[Any, Any] | None = None, validation_split: float = 0.0,
             shuffle: bool = True, seed: int = 0, callbacks: Sequence[Callback] = (),

@@ -139,3 +139,27 @@ def test_dispatch_shape_policy():
     assert loop.dispatch_shape(7, 10, 3, every_epoch=False, loop_friendly=True) == (1, 3)
     assert loop.dispatch_shape(7, 10, 21, every_epoch=False, loop_friendly=True) == (3, 7)
     assert loop.dispatch_shape(5000, 2, "auto", every_epoch=False, loop_friendly=True) == (1, 1667)
+
+
+def test_auto_dispatches_a_cnn_per_step_on_cpu():
+    """XLA:CPU runs convolutions in rolled loops ~15x slower (benchmarks/cnn_dispatch.py):
+    "auto" must fall back to per-step dispatch there, and give the same result."""
+    import flax.linen as nn
+
+    class TinyCNN(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = nn.relu(nn.Conv(4, (3, 3))(x))
+            return nn.Dense(3)(x.reshape(x.shape[0], -1))
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(20, 6, 6, 1)).astype(np.float32)
+    y = rng.integers(0, 3, 20)
+    trainer = jdl.Trainer(TinyCNN(), loss="sparse_categorical_crossentropy")
+    state = trainer.init(jax.random.key(0), x[:1])
+    assert not trainer.programs.loop_friendly(state, x)
+    auto, _ = trainer.fit(state, x, y, epochs=2, batch_size=8, verbose=0)
+    per_step, _ = trainer.fit(state, x, y, epochs=2, batch_size=8, verbose=0,
+                              steps_per_dispatch=1)
+    jax.tree.map(np.testing.assert_array_equal, auto.params, per_step.params)
+    assert trainer.programs.block._cache_size() == 1  # both ran the same 1x1 block
