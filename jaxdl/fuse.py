@@ -1,8 +1,8 @@
 """Step wrappers: many steps (and epochs) per dispatch with ``lax.scan``.
 
 ``make_train_block`` turns ``train_step`` into one compiled program that runs a
-block of ``[epochs, steps]`` batches gathered on device from a plan of indices
-(see :mod:`jaxdl.data.arrays`), accumulates each epoch's metric statistics,
+block of ``[epochs, steps]`` batches, shuffled and gathered on device (see
+:mod:`jaxdl.data.arrays`), accumulates each epoch's metric statistics,
 and evaluates the validation set at each epoch's end — so a whole small run can
 be a single dispatch, and a per-step run is the same code with a 1x1 block.
 
@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdl import metrics as metrics_lib
+from jaxdl.data import arrays
 from jaxdl.step import Batch, zero_stats
 
 Plan = dict[str, jax.Array]
@@ -66,19 +67,26 @@ def make_train_block(
     reported: Sequence[metrics_lib.Metric],
     evaluate: Callable[..., dict[str, jax.Array]] | None = None,
 ) -> Callable[..., Any]:
-    """Builds ``block(state, acc, data, plan, val_data, val_plan)`` (not yet jitted).
+    """Builds ``block(state, acc, data, idx, position, val_data, val_plan, **static)``.
 
-    The plan holds ``idx``/``mask`` [E, S, B], ``valid`` [E, S] (False for the
-    padding steps of a ragged last block), and per-epoch flags ``start``,
-    ``end``, ``real`` [E]. ``acc`` carries the current epoch's training
-    statistics across blocks. Returns ``(state, acc, (train, val))`` where
-    ``train``/``val`` map metric names to [E] results, meaningful where ``end``.
-    Pass ``val_data=None`` for no validation (or ``evaluate=None``).
+    ``idx`` is int32 [E, S, B]: row indices of S steps of each of E epochs
+    (:func:`jaxdl.data.arrays.block_indices`); ``position`` is int32 [E, 2]:
+    per epoch row ``(first_step, real)``. Each row runs steps ``[first_step,
+    first_step + S)`` of its epoch; masks follow from the example count. Steps
+    past the epoch's end (a ragged last block) and
+    rows with ``real == 0`` (padding epochs of a ragged last dispatch) change
+    nothing. ``acc`` carries the current epoch's training statistics across
+    blocks. Returns ``(state, acc, (train, val))``: metric name -> [E] results,
+    meaningful for rows that end an epoch. ``val_data=None``: no validation.
+
+    Static arguments: ``batch_size``, ``num_steps``, ``shuffle``, ``ragged_steps``
+    (some row may run past its epoch's end), ``ragged_epochs`` (some row is padding).
     """
 
-    def block(state, acc, data, plan, val_data, val_plan, ragged_steps=False,
-              ragged_epochs=False):
-        num_steps = plan["idx"].shape[1]
+    def block(state, acc, data, idx, position, val_data, val_plan, *, batch_size, num_steps,
+              ragged_steps=False, ragged_epochs=False):
+        n = jax.tree.leaves(data)[0].shape[0]
+        steps_in_epoch = arrays.steps_per_epoch(n, batch_size)
 
         def one_step(carry, row):
             state, acc = carry
@@ -97,14 +105,18 @@ def make_train_block(
 
         def one_epoch(carry, row):
             state, acc = carry
-            acc = jax.tree.map(lambda a: jnp.where(row["start"], jnp.zeros_like(a), a), acc)
-            steps = {k: row[k] for k in ("idx", "mask", "valid")}
+            rows, (first, _) = row
+            step_ids = first + jnp.arange(num_steps)
+            steps = {"idx": rows,
+                     "mask": jax.vmap(lambda s: arrays.row_mask(n, batch_size, s))(step_ids),
+                     "valid": step_ids < steps_in_epoch}
+            acc = jax.tree.map(lambda a: jnp.where(first == 0, jnp.zeros_like(a), a), acc)
             if num_steps == 1:
                 (state, acc), _ = one_step((state, acc), _first(steps))
             else:
                 (state, acc), _ = jax.lax.scan(one_step, (state, acc), steps)
             val_shapes = jax.eval_shape(validation, state)
-            val = jax.lax.cond(row["end"], validation,
+            val = jax.lax.cond(first + num_steps >= steps_in_epoch, validation,
                                lambda s: jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype),
                                                       val_shapes), state)
             return (state, acc), (_results(reported, acc), val)
@@ -114,13 +126,13 @@ def make_train_block(
                 return one_epoch(carry, row)
             shapes = jax.eval_shape(one_epoch, carry, row)[1]
             skip = lambda c, r: (c, jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shapes))
-            return jax.lax.cond(row["real"], one_epoch, skip, carry, row)
+            return jax.lax.cond(row[1][1] > 0, one_epoch, skip, carry, row)
 
-        if plan["idx"].shape[0] == 1:
-            (state, acc), out = maybe_epoch((state, acc), _first(plan))
+        if position.shape[0] == 1:
+            (state, acc), out = maybe_epoch((state, acc), (idx[0], position[0]))
             out = jax.tree.map(lambda a: a[None], out)
         else:
-            (state, acc), out = jax.lax.scan(maybe_epoch, (state, acc), plan)
+            (state, acc), out = jax.lax.scan(maybe_epoch, (state, acc), (idx, position))
         return state, acc, out
 
     return block

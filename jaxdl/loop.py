@@ -54,7 +54,8 @@ class Programs:
         evaluate = fuse.make_evaluate(self.eval_step, self.reported)
         self.evaluate = jax.jit(evaluate)
         self.block = jax.jit(fuse.make_train_block(self.train_step, self.reported, evaluate),
-                             static_argnames=("ragged_steps", "ragged_epochs"),
+                             static_argnames=("batch_size", "num_steps", "ragged_steps",
+                                              "ragged_epochs"),
                              donate_argnums=(0, 1))
         self.eval_batch = jax.jit(self._accumulate_eval)
         self.results = jax.jit(lambda stats: {m.name: m.result(stats[m.name])
@@ -157,44 +158,9 @@ def _steps_per_dispatch(value: Any) -> int | str:
                               "pass an integer >= 1, 'epoch' or 'auto'")
 
 
-class _Planner:
-    """Index plans of the dispatch blocks of one fit: epochs x steps x batch."""
-
-    def __init__(self, n: int, batch_size: int, seed: int, shuffle: bool, steps: int):
-        self.n, self.batch_size, self.seed, self.shuffle, self.steps = (n, batch_size, seed,
-                                                                         shuffle, steps)
-        self.spe = arrays.steps_per_epoch(n, batch_size)
-        self._cached: tuple[int, tuple[np.ndarray, np.ndarray]] | None = None
-
-    def _epoch(self, epoch: int):
-        if self._cached is None or self._cached[0] != epoch:
-            self._cached = (epoch, arrays.epoch_plan(self.n, self.batch_size, self.seed, epoch,
-                                                     self.shuffle))
-        return self._cached[1]
-
-    def rows(self, epoch: int, first_step: int) -> dict[str, np.ndarray]:
-        """One epoch's row: steps [first_step, first_step + self.steps), padded as needed."""
-        idx, mask = self._epoch(epoch)
-        s, b = self.steps, self.batch_size
-        take = min(s, self.spe - first_step)
-        row_idx = np.zeros((s, b), np.int32)
-        row_mask = np.zeros((s, b), np.float32)
-        row_idx[:take] = idx[first_step:first_step + take]
-        row_mask[:take] = mask[first_step:first_step + take]
-        valid = np.arange(s) < take
-        end = first_step + take == self.spe
-        return dict(idx=row_idx, mask=row_mask, valid=valid, start=np.bool_(first_step == 0),
-                    end=np.bool_(end), real=np.bool_(True))
-
-    def padding_row(self) -> dict[str, np.ndarray]:
-        s, b = self.steps, self.batch_size
-        return dict(idx=np.zeros((s, b), np.int32), mask=np.zeros((s, b), np.float32),
-                    valid=np.zeros(s, bool), start=np.bool_(True), end=np.bool_(False),
-                    real=np.bool_(False))
-
-
-def _stack(rows: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+def _sequential_plan(n: int, batch_size: int) -> dict[str, jax.Array]:
+    idx, mask = arrays.sequential_plan(n, batch_size)
+    return {"idx": jax.device_put(idx), "mask": jax.device_put(mask)}
 
 
 def fit(programs: Programs, state: TrainState, x: Any, y: Any, *, epochs: int = 1,
@@ -250,19 +216,17 @@ def fit(programs: Programs, state: TrainState, x: Any, y: Any, *, epochs: int = 
     data = _on_device(x, y)
     friendly = programs.loop_friendly(state, data["x"])
     every_epoch = any(getattr(cb, "needs_every_epoch", True) for cb in callbacks)
-    planner_spe = arrays.steps_per_epoch(len(x), batch_size)
+    spe = arrays.steps_per_epoch(len(x), batch_size)
     num_epochs = max(0, epochs - initial_epoch)
-    e_block, s_block = dispatch_shape(planner_spe, num_epochs, spd, every_epoch, friendly)
-    planner = _Planner(len(x), batch_size, seed, shuffle, s_block)
+    e_block, s_block = dispatch_shape(spe, num_epochs, spd, every_epoch, friendly)
 
     fused_val = val is not None and friendly
     val_data = _on_device(*val) if val is not None else None
     val_plan = None
     if val is not None:
-        idx, mask = arrays.epoch_plan(len(val[0]), batch_size, 0, 0, shuffle=False)
-        val_plan = {"idx": jnp.asarray(idx), "mask": jnp.asarray(mask)}
+        val_plan = _sequential_plan(len(val[0]), batch_size)
 
-    ctx = dict(epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=planner_spe,
+    ctx = dict(epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=spe,
                batch_size=batch_size, **(context or {}))
     for cb in callbacks:
         state = cb.on_train_begin(state, ctx)
@@ -277,22 +241,27 @@ def fit(programs: Programs, state: TrainState, x: Any, y: Any, *, epochs: int = 
     acc = jax.tree.map(lambda a: jax.device_put(np.zeros(a.shape, a.dtype)),
                        programs.abstract("train_stats", lambda s, b: programs.train_step(s, b)[1],
                                          state, probe))
-    ragged_steps = planner_spe % s_block != 0
-    ragged_epochs = e_block > 1 and num_epochs % e_block != 0
-    blocks_per_epoch = math.ceil(planner_spe / s_block)
+    static = dict(batch_size=batch_size, num_steps=s_block, ragged_steps=spe % s_block != 0,
+                  ragged_epochs=e_block > 1 and num_epochs % e_block != 0)
+    order: tuple[int, np.ndarray] | None = None
 
     epoch = initial_epoch
     stop = False
     while epoch < epochs and not stop:
         # One dispatch: either e_block whole epochs, or one slice of one epoch.
         block_epochs = list(range(epoch, min(epoch + e_block, epochs)))
-        for part in range(blocks_per_epoch if e_block == 1 else 1):
-            rows = [planner.rows(e, part * s_block) for e in block_epochs]
-            rows += [planner.padding_row()] * (e_block - len(rows))
-            plan = jax.tree.map(jnp.asarray, _stack(rows))
+        for first in range(0, spe, s_block) if e_block == 1 else (0,):
+            idx = np.zeros((e_block, s_block, batch_size), np.int32)
+            position = np.zeros((e_block, 2), np.int32)  # (first step, real)
+            position[:, 0] = first
+            for i, e in enumerate(block_epochs):
+                if order is None or order[0] != e:
+                    order = (e, arrays.epoch_order(seed, e, len(x), shuffle))
+                idx[i] = arrays.block_indices(order[1], batch_size, first, s_block)
+                position[i, 1] = 1
             state, acc, (train_out, val_out) = programs.block(
-                state, acc, data, plan, val_data if fused_val else None, val_plan,
-                ragged_steps=ragged_steps, ragged_epochs=ragged_epochs)
+                state, acc, data, idx, position, val_data if fused_val else None, val_plan,
+                **static)
         train_out, val_out = jax.device_get((train_out, val_out))
         for i, e in enumerate(block_epochs):
             logs = {k: float(train_out[k][i]) for k in programs.names}
@@ -330,9 +299,8 @@ def evaluate(programs: Programs, state: TrainState, x: Any, y: Any, *, batch_siz
     """Loss and metrics over all of (x, y), exactly (the last batch is padded and masked)."""
     batch_size = check.positive_int(batch_size, "batch_size", "pass batch_size=32")
     x, y = _checked(programs, state, x, y, "x", "y")
-    idx, mask = arrays.epoch_plan(len(x), batch_size, 0, 0, shuffle=False)
     return evaluate_arrays(programs, state, _on_device(x, y),
-                           {"idx": jnp.asarray(idx), "mask": jnp.asarray(mask)})
+                           _sequential_plan(len(x), batch_size))
 
 
 def predict(programs: Programs, state: TrainState, x: Any, *, batch_size: int = 32
@@ -345,12 +313,12 @@ def predict(programs: Programs, state: TrainState, x: Any, *, batch_size: int = 
     batch_size = check.positive_int(batch_size, "batch_size", "pass batch_size=32")
     x = check.as_features(x, "x")
     output_shape(programs, state, x)
-    idx, _ = arrays.epoch_plan(len(x), batch_size, 0, 0, shuffle=False)
+    idx = _sequential_plan(len(x), batch_size)["idx"]
     data_x = jnp.asarray(x)
     if programs.loop_friendly(state, data_x):
-        out = programs.predict_all(state, data_x, jnp.asarray(idx))
+        out = programs.predict_all(state, data_x, idx)
     else:
         out = jnp.stack([programs.predict_batch(state, jnp.take(data_x, i, axis=0))
-                         for i in jnp.asarray(idx)])
+                         for i in idx])
     out = np.asarray(jax.device_get(out))
     return out.reshape(-1, *out.shape[2:])[: len(x)]

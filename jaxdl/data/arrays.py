@@ -1,18 +1,23 @@
 """Batch plans for in-memory arrays: order from (seed, epoch), padding and masks.
 
-A plan is index arrays, not data: ``idx [steps, batch]`` into the dataset and
+A plan is index arrays, not data: ``idx [steps, batch]`` into the data set and
 ``mask [steps, batch]`` (1 for real rows, 0 for the padding of the last partial
 batch). The data stays on device for the whole run and each step gathers its
 rows, so no example is dropped and no batch is copied on the host.
 
 The order of epoch ``e`` depends only on ``(seed, e)`` — not on devices,
-processes, or where a run was resumed.
+processes, or where a run was resumed. It is drawn on the host (numpy's
+counter-based Philox, ~20 us for 400 rows, where a sort on XLA:CPU takes
+~100 us) and sent as int32 indices, one array per dispatch; masks are derived
+on device from the example count.
 """
 
 from __future__ import annotations
 
 import math
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -21,32 +26,41 @@ def steps_per_epoch(num_examples: int, batch_size: int) -> int:
     return math.ceil(num_examples / batch_size)
 
 
-def epoch_order(num_examples: int, seed: int, epoch: int, shuffle: bool = True) -> np.ndarray:
-    """Example order of one epoch, int32 [num_examples]; a permutation from (seed, epoch)."""
+def epoch_order(seed: int, epoch: int, num_examples: int, shuffle: bool = True) -> np.ndarray:
+    """Example order of one epoch, int32 [num_examples]: a permutation from (seed, epoch) only.
+
+    Philox is counter-based: the key ``(seed, epoch)`` picks the stream directly,
+    so no epoch's order depends on having drawn the ones before it.
+    """
     if not shuffle:
         return np.arange(num_examples, dtype=np.int32)
-    rng = np.random.default_rng([seed & 0xFFFFFFFF, epoch])
-    return rng.permutation(num_examples).astype(np.int32)
+    key = np.array([seed & 0xFFFFFFFFFFFFFFFF, epoch], dtype=np.uint64)
+    return np.random.Generator(np.random.Philox(key=key)).permutation(num_examples).astype(
+        np.int32)
 
 
-def pad_batches(order: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Splits ``order`` into batches, padding the last one.
+def block_indices(order: np.ndarray, batch_size: int, first_step: int, num_steps: int
+                  ) -> np.ndarray:
+    """Rows ``[first_step, first_step + num_steps)`` of ``order`` cut into batches, int32.
 
-    Returns:
-      ``(idx, mask)``: int32 and float32 arrays of shape [ceil(n / batch_size), batch_size];
-      padding rows point at example ``order[0]`` (any valid row) with mask 0.
+    Returns [num_steps, batch_size]; positions past the end of the epoch hold
+    ``order[0]`` (any valid row), to be masked out (:func:`row_mask`).
     """
-    n = len(order)
-    steps = steps_per_epoch(n, batch_size)
-    idx = np.full(steps * batch_size, order[0] if n else 0, dtype=np.int32)
-    idx[:n] = order
-    mask = np.zeros(steps * batch_size, dtype=np.float32)
-    mask[:n] = 1.0
+    idx = np.full((num_steps * batch_size,), order[0], np.int32)
+    part = order[first_step * batch_size:(first_step + num_steps) * batch_size]
+    idx[:len(part)] = part
+    return idx.reshape(num_steps, batch_size)
+
+
+def row_mask(num_examples: int, batch_size: int, step: jax.Array | int) -> jax.Array:
+    """float32 [batch_size]: 1 where batch ``step`` of an epoch holds a real example; jittable."""
+    return (step * batch_size + jnp.arange(batch_size) < num_examples).astype(jnp.float32)
+
+
+def sequential_plan(num_examples: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Host-side ``(idx, mask)`` [steps, batch_size] in data order, for evaluate/predict."""
+    steps = steps_per_epoch(num_examples, batch_size)
+    flat = np.arange(steps * batch_size)
+    idx = np.where(flat < num_examples, flat, 0).astype(np.int32)
+    mask = (flat < num_examples).astype(np.float32)
     return idx.reshape(steps, batch_size), mask.reshape(steps, batch_size)
-
-
-def epoch_plan(
-    num_examples: int, batch_size: int, seed: int, epoch: int, shuffle: bool = True
-) -> tuple[np.ndarray, np.ndarray]:
-    """``pad_batches(epoch_order(...))``: the batches of one epoch, [steps, batch_size] each."""
-    return pad_batches(epoch_order(num_examples, seed, epoch, shuffle), batch_size)
