@@ -25,6 +25,10 @@ def _copy(state: TrainState) -> TrainState:
     return jax.tree.map(lambda a: a.copy(), state)
 
 
+def _json_float(value: float) -> float | str:
+    return value if math.isfinite(value) else str(value)
+
+
 class Callback:
     """Base class; override what you need. ``stop_training`` ends ``fit`` after this epoch."""
 
@@ -41,6 +45,24 @@ class Callback:
     def on_train_end(self, state: TrainState) -> TrainState:
         """Called once at the end of ``fit``; returns the state ``fit`` returns."""
         return state
+
+    # Checkpointing: a resumed run must continue exactly where it stopped, so a
+    # callback's own progress (counters as JSON, arrays as a pytree) is saved too.
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-safe progress (counters, best values) saved with each checkpoint."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any], arrays: Any = None) -> None:
+        """Restores what :meth:`state_dict` and :meth:`checkpoint_arrays` saved."""
+
+    def checkpoint_arrays(self) -> Any:
+        """A pytree of arrays to save with the checkpoint, or None."""
+        return None
+
+    def checkpoint_template(self, state: TrainState) -> Any:
+        """The structure :meth:`checkpoint_arrays` has, given the run's state (or None)."""
+        return None
 
 
 class _Monitor(Callback):
@@ -108,11 +130,37 @@ class EarlyStopping(_Monitor):
             self.stop_training, self.stopped_epoch = True, epoch
         return state
 
+    def state_dict(self):
+        return {"best": _json_float(self.best), "wait": self.wait, "best_epoch": self.best_epoch,
+                "stopped_epoch": self.stopped_epoch, "stop_training": self.stop_training,
+                "has_best_state": self.best_state is not None}
+
+    def load_state_dict(self, state, arrays=None):
+        if not state:
+            return
+        self.best, self.wait = float(state["best"]), state["wait"]
+        self.best_epoch, self.stopped_epoch = state["best_epoch"], state["stopped_epoch"]
+        self.stop_training = state["stop_training"]
+        if arrays is not None and state["has_best_state"]:
+            self.best_state = arrays
+
+    def checkpoint_arrays(self):
+        if not self.restore_best_weights or self.best_state is None:
+            return None
+        return {"params": self.best_state.params, "model_state": self.best_state.model_state}
+
+    def checkpoint_template(self, state):
+        if not self.restore_best_weights:
+            return None
+        return {"params": state.params, "model_state": state.model_state}
+
     def on_train_end(self, state):
         if self.restore_best_weights and self.best_state is not None:
             # Keep the step counter, data position and RNG moving forward; restore the model.
-            return state.replace(params=self.best_state.params,
-                                 model_state=self.best_state.model_state)
+            best = self.best_state
+            if isinstance(best, dict):  # restored from a checkpoint
+                return state.replace(params=best["params"], model_state=best["model_state"])
+            return state.replace(params=best.params, model_state=best.model_state)
         return state
 
 
@@ -142,6 +190,16 @@ class ReduceLROnPlateau(_Monitor):
         self.min_scale = min_scale
         self.wait, self.cooling = 0, 0
         self.history: list[tuple[int, float]] = []
+
+    def state_dict(self):
+        return {"best": _json_float(self.best), "wait": self.wait, "cooling": self.cooling,
+                "history": self.history}
+
+    def load_state_dict(self, state, arrays=None):
+        if state:
+            self.best, self.wait, self.cooling = float(state["best"]), state["wait"], \
+                state["cooling"]
+            self.history = [tuple(h) for h in state["history"]]
 
     def on_epoch_end(self, epoch, logs, state):
         value = self._value(logs)

@@ -1,82 +1,323 @@
-"""Orbax wiring: save the TrainState and its JSON metadata, restore into an abstract target.
+"""Orbax checkpoints that are verified on restore and never lost.
 
-A checkpoint is ``DIR/checkpoints/<step>/`` written by an
-``orbax.checkpoint.CheckpointManager`` with two items: ``state`` (the TrainState
-pytree in Orbax's array format; the PRNG key stored as its raw key data) and
-``meta`` (JSON: data position, normalization statistics, config). No pickle.
+A checkpoint is ``DIR/<step>/`` written by an ``orbax.checkpoint.CheckpointManager``
+(async by default) with two items: ``state``, any pytree of arrays (the driver
+saves the TrainState, its PRNG key as raw key data, and the epoch's metric
+accumulators), and ``meta``, JSON (data position, history, normalization
+statistics, config) that also holds a per-leaf *digest*: path, shape, dtype and
+a position-weighted checksum of the bytes, computed on device.
+
+Orbax commits atomically but keeps no data checksum and has no fallback: on
+restore the digest is checked first against the target's structure (a changed
+model is an error listing the differing leaves, raised before anything is
+allocated), then against the restored bytes. A checkpoint that fails to load or
+verify is renamed aside to ``<step>.corrupt-<utc>`` (kept, out of Orbax's step
+list) with a warning, and the next older one is tried.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 from jaxdl import errors
 from jaxdl.state import TrainState
 
 
-def _manager(directory: Path, keep: int | None = None):
-    import orbax.checkpoint as ocp
+def _words(leaf: jax.Array) -> jax.Array:
+    """The leaf's bytes as uint32 words (narrower types widened, wider ones split)."""
+    if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+        leaf = jax.random.key_data(leaf)
+    leaf = leaf.reshape(-1)
+    size = leaf.dtype.itemsize
+    if leaf.dtype == jnp.bool_:
+        return leaf.astype(jnp.uint32)
+    if size == 4:
+        return jax.lax.bitcast_convert_type(leaf, jnp.uint32)
+    if size < 4:
+        narrow = {2: jnp.uint16, 1: jnp.uint8}[size]
+        return jax.lax.bitcast_convert_type(leaf, narrow).astype(jnp.uint32)
+    return jax.lax.bitcast_convert_type(leaf, jnp.uint32).reshape(-1)
 
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-    return ocp.CheckpointManager(directory.absolute(), options=options,
-                                 item_names=("state", "meta"))
+
+@jax.jit
+def checksums(tree: Any) -> Any:
+    """Per leaf, uint32 [2]: the sum of its 32-bit words and their position-weighted sum.
+
+    Any single flipped bit changes the weighted sum (odd weights mod 2^32), and
+    lost or reordered words change one of the two.
+    """
+
+    def one(leaf):
+        words = _words(leaf)
+        weights = 2 * jnp.arange(words.size, dtype=jnp.uint32) + 1
+        return jnp.stack([jnp.sum(words, dtype=jnp.uint32),
+                          jnp.sum(words * weights, dtype=jnp.uint32)])
+
+    return jax.tree.map(one, tree)
 
 
-def _storable(state: TrainState) -> TrainState:
+def digest(tree: Any) -> dict[str, dict[str, Any]]:
+    """JSON-safe ``{path: {"shape", "dtype", "checksum"}}`` of a pytree of arrays."""
+    sums = jax.device_get(checksums(tree))
+    out = {}
+    for (path, leaf), (_, value) in zip(jax.tree_util.tree_flatten_with_path(tree)[0],
+                                        jax.tree_util.tree_flatten_with_path(sums)[0],
+                                        strict=True):
+        out[jax.tree_util.keystr(path)] = {"shape": list(leaf.shape), "dtype": str(leaf.dtype),
+                                           "checksum": [int(v) for v in value]}
+    return out
+
+
+def _structure(tree: Any) -> dict[str, tuple[list[int], str]]:
+    return {jax.tree_util.keystr(path): (list(leaf.shape), str(leaf.dtype))
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def structure_mismatch(saved: dict[str, dict[str, Any]], target: Any,
+                       partial: bool = False) -> list[str]:
+    """Human-readable differences between a saved digest and a target pytree (empty: same).
+
+    ``partial``: the target may be a subtree (leaves only in the checkpoint are fine).
+    """
+    want = _structure(target)
+    have = {k: (v["shape"], v["dtype"]) for k, v in saved.items()}
+    lines = [] if partial else [f"only in the checkpoint: {k} {have[k][0]} {have[k][1]}"
+                                for k in have if k not in want]
+    lines += [f"only in the model: {k} {want[k][0]} {want[k][1]}" for k in want if k not in have]
+    lines += [f"{k}: checkpoint {have[k][0]} {have[k][1]}, model {want[k][0]} {want[k][1]}"
+              for k in want if k in have and have[k] != want[k]]
+    return lines
+
+
+def storable(state: TrainState) -> TrainState:
+    """The state with its PRNG key as raw key data (what Orbax writes)."""
     return state.replace(rng=jax.random.key_data(state.rng))
 
 
-def save(directory: str | Path, state: TrainState, meta: dict[str, Any],
-         keep: int | None = None) -> int:
-    """Saves ``state`` and ``meta`` as step ``state.step`` and waits for the commit.
+def unstorable(state: TrainState) -> TrainState:
+    """Inverse of :func:`storable`."""
+    return state.replace(rng=jax.random.wrap_key_data(state.rng))
 
-    Returns:
-      the step saved.
+
+def _placed(target: Any) -> Any:
+    """Abstract leaves with a concrete sharding, so Orbax restores onto *this* topology."""
+    default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+
+    def place(leaf):
+        sharding = getattr(leaf, "sharding", None) or default
+        return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding)
+
+    return jax.tree.map(place, target)
+
+
+class Checkpointer:
+    """Saves and restores ``(tree, meta)`` under one directory, verified.
+
+    Args:
+      directory: where the step directories go (created).
+      keep: how many of the latest checkpoints to keep.
+      best_metric: also keep the best checkpoint by this key of the ``metrics`` given
+        to :meth:`save` (e.g. "val_loss").
+      best_mode: "min" or "max" for ``best_metric``.
+      async_save: write in the background (``save`` returns once the arrays are copied).
     """
-    import orbax.checkpoint as ocp
 
-    step = int(jax.device_get(state.step))
-    with _manager(Path(directory), keep) as manager:
-        manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(_storable(state)),
-                                                   meta=ocp.args.JsonSave(meta)), force=True)
-        manager.wait_until_finished()
-    return step
+    def __init__(self, directory: str | Path, *, keep: int = 3, best_metric: str | None = None,
+                 best_mode: str = "min", async_save: bool = True):
+        import orbax.checkpoint as ocp
+
+        if keep < 1:
+            raise errors.input_error("keep", "an integer >= 1", repr(keep), "pass keep=3")
+        self.directory = Path(directory).absolute()
+        policies: list[Any] = [ocp.checkpoint_managers.LatestN(n=keep)]
+        if best_metric:
+            policies.append(ocp.checkpoint_managers.BestN(
+                get_metric_fn=lambda m: m[best_metric], reverse=best_mode == "min", n=1,
+                keep_checkpoints_without_metrics=False))
+        options = ocp.CheckpointManagerOptions(
+            enable_async_checkpointing=async_save, create=True,
+            preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies))
+        try:
+            self._manager = ocp.CheckpointManager(self.directory, options=options,
+                                                  item_names=("state", "meta"))
+        except OSError as e:
+            raise errors.CheckpointError(f"cannot use checkpoint directory {self.directory}: "
+                                         f"{e}") from None
+        self._ocp = ocp
+        self.best_metric = best_metric
+
+    @property
+    def steps(self) -> list[int]:
+        """Steps on disk that Orbax sees (renamed-aside ones excluded), oldest first."""
+        return sorted(self._manager.all_steps())
+
+    def save(self, step: int, tree: Any, meta: dict[str, Any],
+             metrics: dict[str, float] | None = None) -> None:
+        """Starts writing ``tree`` and ``meta`` (plus the tree's digest) as ``step``.
+
+        Raises :class:`jaxdl.errors.CheckpointError` if this or a previous
+        background save failed (Orbax reports those at the next call).
+        """
+        ocp = self._ocp
+        meta = {**meta, "digest": digest(tree)}
+        if self.best_metric and (metrics is None or self.best_metric not in metrics):
+            metrics = None
+        try:
+            self._manager.save(step, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)),
+                metrics=metrics, force=True)
+        except Exception as e:
+            raise self._failed(step, e) from None
+
+    def wait(self) -> None:
+        """Blocks until every save has committed; raises CheckpointError if one failed."""
+        try:
+            self._manager.wait_until_finished()
+        except Exception as e:
+            raise self._failed(None, e) from None
+
+    def _failed(self, step: int | None, error: Exception) -> errors.CheckpointError:
+        which = f"checkpoint {step}" if step is not None else "a checkpoint"
+        cause = error
+        while cause.__cause__ is not None or cause.__context__ is not None:
+            cause = cause.__cause__ or cause.__context__
+        return errors.CheckpointError(
+            f"writing {which} under {self.directory} failed: {type(cause).__name__}: {cause}. "
+            f"The checkpoints committed before it are intact: {self.steps or 'none'}. "
+            "Fix: free disk space or make the directory writable, then run again to resume.")
+
+    def reached_preemption(self, step: int) -> bool:
+        """Orbax's multi-host agreement on a preemption (False in single-process runs)."""
+        return jax.process_count() > 1 and self._manager.reached_preemption(step)
+
+    def read_meta(self, step: int) -> dict[str, Any]:
+        """The JSON item of ``step``, without reading any array."""
+        ocp = self._ocp
+        restored = self._manager.restore(step, args=ocp.args.Composite(
+            meta=ocp.args.JsonRestore()))
+        return dict(restored["meta"])
+
+    def _set_aside(self, step: int, error: Exception) -> None:
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        source = self.directory / str(step)
+        aside = self.directory / f"{step}.corrupt-{stamp}"
+        if source.exists():
+            source.rename(aside)
+        self._manager.reload()
+        warnings.warn(f"checkpoint {step} under {self.directory} is unusable "
+                      f"({type(error).__name__}: {str(error)[:300]}); renamed it to "
+                      f"{aside.name} and trying the previous one.", stacklevel=3)
+
+    def restore(self, target: Any, partial: bool = False
+                ) -> tuple[Any, dict[str, Any], int] | None:
+        """The newest good checkpoint restored into ``target``'s structure.
+
+        Args:
+          target: a pytree of arrays or ``jax.ShapeDtypeStruct`` (abstract: nothing is
+            allocated before the structure is checked); leaves' ``sharding``, when set,
+            is where the arrays are placed (restore onto another mesh).
+          partial: restore only the target's keys (e.g. just the state, for predict).
+
+        Returns:
+          ``(tree, meta, step)``, or None when the directory holds no checkpoint.
+
+        Raises:
+          InputError: the newest readable checkpoint's structure differs from
+            ``target`` (the model or config changed); lists the differing leaves.
+          CheckpointError: checkpoints exist but none is good; lists what was found.
+        """
+        ocp = self._ocp
+        self.wait()
+        tried: list[str] = []
+        for step in reversed(self.steps):
+            try:
+                meta = self.read_meta(step)
+                saved = meta["digest"]
+            except Exception as e:
+                tried.append(f"{step}: {type(e).__name__}")
+                self._set_aside(step, e)
+                continue
+            mismatch = structure_mismatch(saved, target, partial)
+            if mismatch:
+                raise errors.input_error(
+                    "checkpoint", f"a checkpoint of this model (step {step} under "
+                    f"{self.directory})", "different leaves: " + "; ".join(mismatch[:20]),
+                    "restore with the config the run was started with, or pass a new "
+                    "--workdir to start over")
+            try:
+                placed = _placed(jax.eval_shape(lambda t: t, target))
+                if partial:
+                    how = ocp.args.PyTreeRestore(
+                        item=placed, partial_restore=True,
+                        restore_args=ocp.checkpoint_utils.construct_restore_args(placed))
+                else:
+                    how = ocp.args.StandardRestore(placed)
+                restored = self._manager.restore(step, args=ocp.args.Composite(state=how))
+                tree = restored["state"]
+                bad = [path for path, entry in digest(tree).items()
+                       if entry["checksum"] != saved[path]["checksum"]]
+                if bad:
+                    raise ValueError(f"checksum mismatch in {', '.join(bad[:5])}")
+            except Exception as e:
+                tried.append(f"{step}: {type(e).__name__}")
+                self._set_aside(step, e)
+                continue
+            return tree, meta, step
+        if tried:
+            raise errors.CheckpointError(
+                f"no usable checkpoint under {self.directory}: tried {', '.join(tried)} "
+                "(renamed aside as <step>.corrupt-<time>). Fix: pass a new --workdir to start "
+                "over, or restore a copy of a good checkpoint into that directory.")
+        return None
+
+    def close(self) -> None:
+        """Waits for pending saves (raising their errors) and releases Orbax's threads."""
+        try:
+            self.wait()
+        finally:
+            self._manager.close()
+
+    def __enter__(self) -> Checkpointer:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
 
-def restore(directory: str | Path, target: TrainState, step: int | None = None
-            ) -> tuple[TrainState, dict[str, Any]]:
-    """Restores (state, meta) from ``step`` (default: the latest) into the shape of ``target``.
+def latest_meta(directory: str | Path) -> tuple[int, dict[str, Any]] | None:
+    """(step, meta) of the newest checkpoint under ``directory`` without reading arrays."""
+    with Checkpointer(directory, keep=1000) as ckpt:
+        steps = ckpt.steps
+        return (steps[-1], ckpt.read_meta(steps[-1])) if steps else None
 
-    ``target`` may be abstract (``jax.eval_shape`` of the init): nothing is
-    allocated before the checkpoint's structure is known to match.
+
+@dataclasses.dataclass
+class Checkpointing:
+    """How ``fit`` checkpoints: where, how often, and what else to save.
+
+    Attributes:
+      checkpointer: the :class:`Checkpointer` (its directory holds the step dirs).
+      every_epochs: save after every this many epochs (None: not by epochs).
+      every_steps: save at the first dispatch boundary after every this many steps.
+      resume: start from the newest good checkpoint when there is one.
+      meta: JSON-safe extras saved with every checkpoint (config, normalization stats).
+      stop_requested: returns a signal number once the run should checkpoint and stop.
     """
-    import orbax.checkpoint as ocp
 
-    directory = Path(directory)
-    with _manager(directory) as manager:
-        step = manager.latest_step() if step is None else step
-        if step is None:
-            raise errors.input_error("workdir", f"a checkpoint under {directory}",
-                                     "no checkpoint", "train first: jaxdl train --workdir DIR")
-        abstract = jax.eval_shape(_storable, target)
-        restored = manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-    state = restored["state"]
-    return state.replace(rng=jax.random.wrap_key_data(state.rng)), dict(restored["meta"])
+    checkpointer: Checkpointer
+    every_epochs: int | None = 1
+    every_steps: int | None = None
+    resume: bool = True
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+    stop_requested: Callable[[], int | None] = lambda: None
 
-
-def read_meta(directory: str | Path, step: int | None = None) -> tuple[int, dict[str, Any]]:
-    """(step, meta) of ``step`` (default: the latest), without reading any array."""
-    import orbax.checkpoint as ocp
-
-    directory = Path(directory)
-    with _manager(directory) as manager:
-        step = manager.latest_step() if step is None else step
-        if step is None:
-            raise errors.input_error("workdir", f"a checkpoint under {directory}",
-                                     "no checkpoint", "train first: jaxdl train --workdir DIR")
-        restored = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-    return step, dict(restored["meta"])
+    def reached_preemption(self, step: int) -> bool:
+        return self.checkpointer.reached_preemption(step)

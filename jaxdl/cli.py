@@ -286,7 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except (JaxdlError, FileNotFoundError) as exc:
         _report(exc)
-        return 2
+        return getattr(exc, "exit_code", 2)  # a preempted run: 128 + signal
     except Exception:
         traceback.print_exc()
         print(

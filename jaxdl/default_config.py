@@ -37,5 +37,13 @@ def get_config() -> ml_collections.ConfigDict:
         enabled=False, monitor="val_loss", patience=5, restore_best=True))
     c.reduce_lr = ml_collections.ConfigDict(dict(
         enabled=False, monitor="val_loss", factor=0.5, patience=3))
-    c.nan_policy = "stop"  # "stop": end the run at the first non-finite training loss
+    # A step with a non-finite loss or gradient: "raise" (stop, naming the step; the last good
+    # checkpoint is intact), "skip" (drop that update), "rollback" (reload the last
+    # checkpoint and go on without it) or "none".
+    c.nan_policy = "raise"
+    # Checkpoints under WORKDIR/checkpoints: every N epochs and/or steps, at the end and on
+    # SIGTERM/SIGINT; a restarted run resumes from the newest good one.
+    c.checkpoint = ml_collections.ConfigDict(dict(
+        every_epochs=10, every_steps=0, keep=3, best_metric="val_loss", resume=True,
+        async_save=True))
     return c

@@ -62,3 +62,20 @@ def unknown_name(argument: str, kind: str, name: Any, known: list[str]) -> Input
         repr(name),
         f"{hint}pass a known name or a callable.",
     )
+
+
+class CheckpointError(JaxdlError):
+    """A checkpoint could not be written or none could be restored (path and cause named)."""
+
+
+class Preempted(JaxdlError):  # noqa: N818 - a signal, not a failure
+    """Training stopped on a signal after writing a checkpoint; exit with ``exit_code``."""
+
+    def __init__(self, signum: int, step: int):
+        self.signum, self.step, self.exit_code = signum, step, 128 + signum
+        super().__init__(f"stopped by signal {signum} at step {step} after committing a "
+                         "checkpoint; run the same command again to resume")
+
+
+class NonFiniteError(JaxdlError):
+    """A training step produced NaN/inf (nan_policy="raise")."""

@@ -92,7 +92,8 @@ def make_train_block(
             state, acc = carry
             batch = gather(data, row["idx"], row["mask"])
             if ragged_steps:
-                skip = lambda s, b: (s, zero_stats(lambda s, b: train_step(s, b)[1], s, b))
+                skip = lambda s, b: (s, metrics_lib.empty(
+                    jax.eval_shape(lambda s, b: train_step(s, b)[1], s, b)))
                 state, stats = jax.lax.cond(row["valid"], train_step, skip, state, batch)
             else:
                 state, stats = train_step(state, batch)
@@ -110,7 +111,8 @@ def make_train_block(
             steps = {"idx": rows,
                      "mask": jax.vmap(lambda s: arrays.row_mask(n, batch_size, s))(step_ids),
                      "valid": step_ids < steps_in_epoch}
-            acc = jax.tree.map(lambda a: jnp.where(first == 0, jnp.zeros_like(a), a), acc)
+            acc = jax.tree.map(lambda a, e: jnp.where(first == 0, e, a), acc,
+                               metrics_lib.empty(acc))
             if num_steps == 1:
                 (state, acc), _ = one_step((state, acc), _first(steps))
             else:
@@ -119,7 +121,7 @@ def make_train_block(
             val = jax.lax.cond(first + num_steps >= steps_in_epoch, validation,
                                lambda s: jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype),
                                                       val_shapes), state)
-            return (state, acc), (_results(reported, acc), val)
+            return (state, acc), (_results(reported, acc), val, acc.get("nonfinite", {}))
 
         def maybe_epoch(carry, row):
             if not ragged_epochs:

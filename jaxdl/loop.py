@@ -9,6 +9,7 @@ Read this after :mod:`jaxdl.state` and :mod:`jaxdl.step`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -40,14 +41,16 @@ class Programs:
     """
 
     def __init__(self, model, loss: losses_lib.Loss, tx, metrics: Sequence[metrics_lib.Metric],
-                 augment=None):
+                 augment=None, nan_policy: str = "none"):
         self.model, self.loss, self.tx = model, loss, tx
         self.reported = step_lib.reported_metrics(loss, metrics)
         self.names = tuple(m.name for m in self.reported)
         if len(set(self.names)) != len(self.names):
             raise errors.input_error("metrics", "distinct metric names", repr(self.names),
                                      "list each metric once ('loss' is always reported)")
-        self.train_step = step_lib.make_train_step(model, loss, tx, metrics, augment=augment)
+        self.nan_policy = nan_policy
+        self.train_step = step_lib.make_train_step(model, loss, tx, metrics, augment=augment,
+                                                   nan_policy=nan_policy)
         self.eval_step = step_lib.make_eval_step(model, loss, metrics)
         self.predict_step = step_lib.make_predict_step(model, loss.link)
         self.outputs = step_lib.make_predict_step(model)
@@ -163,12 +166,44 @@ def _sequential_plan(n: int, batch_size: int) -> dict[str, jax.Array]:
     return {"idx": jax.device_put(idx), "mask": jax.device_put(mask)}
 
 
+def _dispatches(origin: int, epochs: int, spe: int, e_block: int, s_block: int):
+    """The fixed grid of dispatches from epoch ``origin``: (epochs of the block, first step).
+
+    The grid depends only on the run's settings, never on where it was resumed, so
+    a resumed run executes the same compiled blocks on the same batches.
+    """
+    if e_block > 1:
+        for start in range(origin, epochs, e_block):
+            yield list(range(start, min(start + e_block, epochs))), 0
+    else:
+        for epoch in range(origin, epochs):
+            for first in range(0, spe, s_block):
+                yield [epoch], first
+
+
+def _checkpoint_caps(e_block: int, s_block: int, spe: int, checkpointing: Any
+                     ) -> tuple[int, int]:
+    """Shrinks blocks so that every save point is a dispatch boundary."""
+    if checkpointing is None:
+        return e_block, s_block
+    if checkpointing.every_epochs:
+        e_block = max(d for d in range(1, e_block + 1) if checkpointing.every_epochs % d == 0)
+    if checkpointing.every_steps:
+        if checkpointing.every_steps >= spe * e_block:
+            pass
+        elif checkpointing.every_steps >= spe:
+            e_block = checkpointing.every_steps // spe
+        else:
+            e_block, s_block = 1, min(s_block, checkpointing.every_steps)
+    return e_block, s_block
+
+
 def fit(programs: Programs, state: TrainState, x: Any, y: Any, *, epochs: int = 1,
         batch_size: int = 32, validation_data: tuple[Any, Any] | None = None,
         validation_split: float = 0.0, shuffle: bool = True, seed: int = 0,
         callbacks: Sequence[Callback] = (), steps_per_dispatch: int | str = "auto",
-        initial_epoch: int = 0, context: dict[str, Any] | None = None
-        ) -> tuple[TrainState, dict[str, list[float]]]:
+        initial_epoch: int = 0, context: dict[str, Any] | None = None,
+        checkpointing: Any = None) -> tuple[TrainState, dict[str, list[float]]]:
     """Trains ``state`` on (x, y) for ``epochs - initial_epoch`` epochs.
 
     Args:
@@ -184,8 +219,10 @@ def fit(programs: Programs, state: TrainState, x: Any, y: Any, *, epochs: int = 
       seed: the shuffle seed.
       callbacks: :class:`jaxdl.callbacks.Callback` objects, run after every epoch.
       steps_per_dispatch: see :func:`dispatch_shape`.
-      initial_epoch: epoch to start at (for resuming).
+      initial_epoch: epoch to start at.
       context: extra facts passed to ``Callback.on_train_begin``.
+      checkpointing: a :class:`jaxdl.checkpoint.Checkpointing`: resume from its newest
+        good checkpoint, save on its cadence, at the end and on preemption.
 
     Returns:
       ``(state, history)``: history maps ``loss``, metric names and their ``val_``
@@ -217,67 +254,215 @@ def fit(programs: Programs, state: TrainState, x: Any, y: Any, *, epochs: int = 
     friendly = programs.loop_friendly(state, data["x"])
     every_epoch = any(getattr(cb, "needs_every_epoch", True) for cb in callbacks)
     spe = arrays.steps_per_epoch(len(x), batch_size)
-    num_epochs = max(0, epochs - initial_epoch)
-    e_block, s_block = dispatch_shape(spe, num_epochs, spd, every_epoch, friendly)
-
     fused_val = val is not None and friendly
     val_data = _on_device(*val) if val is not None else None
-    val_plan = None
-    if val is not None:
-        val_plan = _sequential_plan(len(val[0]), batch_size)
-
-    ctx = dict(epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=spe,
-               batch_size=batch_size, **(context or {}))
-    for cb in callbacks:
-        state = cb.on_train_begin(state, ctx)
-    history: dict[str, list[float]] = {}
-    if num_epochs == 0:
-        return state, history
+    val_plan = _sequential_plan(len(val[0]), batch_size) if val is not None else None
 
     probe = {k: jax.ShapeDtypeStruct((batch_size, *v.shape[1:]), v.dtype) for k, v in
              data.items()}
     probe["mask"] = jax.ShapeDtypeStruct((batch_size,), jnp.float32)
     # numpy zeros: an eager jnp.zeros would compile a broadcast per shape.
-    acc = jax.tree.map(lambda a: jax.device_put(np.zeros(a.shape, a.dtype)),
-                       programs.abstract("train_stats", lambda s, b: programs.train_step(s, b)[1],
-                                         state, probe))
+    acc = jax.device_put(metrics_lib.empty(programs.abstract(
+        "train_stats", lambda s, b: programs.train_step(s, b)[1], state, probe)))
+    run = _Run(origin=initial_epoch, epoch=initial_epoch, first=0, history={})
+    identity = {"seed": int(seed), "batch_size": batch_size, "num_examples": len(x),
+                "shuffle": bool(shuffle), "epochs": epochs}
+    if checkpointing is not None and checkpointing.resume:
+        state, acc = _resume(checkpointing, state, acc, callbacks, identity, run)
+
+    num_epochs = max(0, epochs - run.origin)
+    e_block, s_block = dispatch_shape(spe, num_epochs, spd, every_epoch, friendly)
+    e_block, s_block = _checkpoint_caps(e_block, s_block, spe, checkpointing)
     static = dict(batch_size=batch_size, num_steps=s_block, ragged_steps=spe % s_block != 0,
                   ragged_epochs=e_block > 1 and num_epochs % e_block != 0)
-    order: tuple[int, np.ndarray] | None = None
+    step = int(state.step)  # counted on the host from here on: no sync per dispatch
+    ctx = dict(epochs=epochs, initial_epoch=run.epoch, steps_per_epoch=spe,
+               batch_size=batch_size, step=step, **(context or {}))
+    for cb in callbacks:
+        state = cb.on_train_begin(state, ctx)
 
-    epoch = initial_epoch
-    stop = False
-    while epoch < epochs and not stop:
-        # One dispatch: either e_block whole epochs, or one slice of one epoch.
-        block_epochs = list(range(epoch, min(epoch + e_block, epochs)))
-        for first in range(0, spe, s_block) if e_block == 1 else (0,):
-            idx = np.zeros((e_block, s_block, batch_size), np.int32)
-            position = np.zeros((e_block, 2), np.int32)  # (first step, real)
-            position[:, 0] = first
-            for i, e in enumerate(block_epochs):
-                if order is None or order[0] != e:
-                    order = (e, arrays.epoch_order(seed, e, len(x), shuffle))
-                idx[i] = arrays.block_indices(order[1], batch_size, first, s_block)
-                position[i, 1] = 1
-            state, acc, (train_out, val_out) = programs.block(
-                state, acc, data, idx, position, val_data if fused_val else None, val_plan,
-                **static)
-        train_out, val_out = jax.device_get((train_out, val_out))
-        for i, e in enumerate(block_epochs):
-            logs = {k: float(train_out[k][i]) for k in programs.names}
-            if val is not None:
-                val_logs = ({k: float(val_out[k][i]) for k in programs.names} if fused_val
-                            else evaluate_arrays(programs, state, val_data, val_plan))
-                logs.update({f"val_{k}": v for k, v in val_logs.items()})
-            for key, value in logs.items():
-                history.setdefault(key, []).append(value)
-            for cb in callbacks:
-                state = cb.on_epoch_end(e, logs, state)
-            stop = stop or any(cb.stop_training for cb in callbacks)
-        epoch = block_epochs[-1] + 1
+    order: tuple[int, np.ndarray] | None = None
+    last_saved = step
+    stop = run.finished
+    handled_bad: set[int] = set()
+    try:
+        restart = True
+        while restart:  # a rollback restarts the walk over the grid from a checkpoint
+            restart = False
+            for block_epochs, first in _dispatches(run.origin, epochs, spe, e_block, s_block):
+                if stop:
+                    break
+                if (block_epochs[0], first) < (run.epoch, run.first):
+                    continue  # done before the checkpoint this run resumed from
+                idx = np.zeros((e_block, s_block, batch_size), np.int32)
+                position = np.zeros((e_block, 2), np.int32)  # (first step, real)
+                position[:, 0] = first
+                for i, e in enumerate(block_epochs):
+                    if order is None or order[0] != e:
+                        order = (e, arrays.epoch_order(seed, e, len(x), shuffle))
+                    idx[i] = arrays.block_indices(order[1], batch_size, first, s_block)
+                    position[i, 1] = 1
+                state, acc, (train_out, val_out, bad_out) = programs.block(
+                    state, acc, data, idx, position, val_data if fused_val else None,
+                    val_plan, **static)
+                if programs.nan_policy in ("raise", "rollback"):
+                    bad = _first_bad(jax.device_get(bad_out), len(block_epochs), handled_bad)
+                    if bad is not None and programs.nan_policy == "raise":
+                        raise _nonfinite_error(bad, state)
+                    if bad is not None:
+                        handled_bad.add(bad["step"])
+                        state, acc = _rollback(checkpointing, state, acc, callbacks, identity,
+                                               run, bad["step"])
+                        step, last_saved, stop, restart = int(state.step), int(state.step), \
+                            False, True
+                        break
+                step += sum(min(s_block, spe - first) for _ in block_epochs)
+                ends_epoch = first + s_block >= spe
+                run.epoch, run.first = ((block_epochs[-1] + 1, 0) if ends_epoch
+                                        else (block_epochs[0], first + s_block))
+                if ends_epoch:
+                    train_out, val_out, bad_out = jax.device_get((train_out, val_out, bad_out))
+                    for i, e in enumerate(block_epochs):
+                        logs = {k: float(train_out[k][i]) for k in programs.names}
+                        if bad_out and programs.nan_policy != "raise":
+                            logs["nonfinite_steps"] = float(bad_out["count"][i])
+                        if val is not None:
+                            val_logs = ({k: float(val_out[k][i]) for k in programs.names}
+                                        if fused_val else
+                                        evaluate_arrays(programs, state, val_data, val_plan))
+                            logs.update({f"val_{k}": v for k, v in val_logs.items()})
+                        for key, value in logs.items():
+                            run.history.setdefault(key, []).append(value)
+                        for cb in callbacks:
+                            state = cb.on_epoch_end(e, logs, state)
+                        stop = stop or any(cb.stop_training for cb in callbacks)
+                if checkpointing is None:
+                    continue
+                signum = checkpointing.stop_requested()
+                done = stop or run.epoch >= epochs
+                due = (checkpointing.every_steps
+                       and step - last_saved >= checkpointing.every_steps) or (
+                    checkpointing.every_epochs and ends_epoch
+                    and (run.epoch - run.origin) % checkpointing.every_epochs == 0)
+                preempted = signum is not None or checkpointing.reached_preemption(step)
+                if due or done or preempted:
+                    run.finished = bool(done)
+                    _save(checkpointing, step, state, acc, callbacks, identity, run)
+                    last_saved = step
+                if preempted:
+                    checkpointing.checkpointer.wait()
+                    raise errors.Preempted(signum or 15, step)
+        if checkpointing is not None and step != last_saved:
+            run.finished = True
+            _save(checkpointing, step, state, acc, callbacks, identity, run)
+    finally:
+        if checkpointing is not None:
+            checkpointing.checkpointer.wait()  # nothing in flight is lost, and errors surface
     for cb in callbacks:
         state = cb.on_train_end(state)
-    return state, history
+    return state, run.history
+
+
+def _first_bad(record: dict[str, np.ndarray], rows: int, handled: set[int]
+               ) -> dict[str, Any] | None:
+    """The earliest non-finite step of a dispatch not handled yet, with what went bad."""
+    best = None
+    for i in range(rows):
+        step = int(record["min_step"][i])
+        if record["count"][i] > 0 and step not in handled and (best is None or
+                                                                step < best["step"]):
+            best = {"step": step, "loss": record["loss"][i] > 0,
+                    "grads": np.flatnonzero(record["grads"][i] > 0).tolist()}
+    return best
+
+
+def _nonfinite_error(bad: dict[str, Any], state: TrainState) -> errors.NonFiniteError:
+    names = [jax.tree_util.keystr(path) for path, _ in
+             jax.tree_util.tree_flatten_with_path(state.params)[0]]
+    what = "the loss and " if bad["loss"] else ""
+    leaves = ", ".join(names[i] for i in bad["grads"][:8]) or "none"
+    return errors.NonFiniteError(
+        f"training step {bad['step']} was non-finite: {what}gradients of {leaves}. The update "
+        "was not applied and no checkpoint was written after it (the last good one is "
+        "intact). Fix: lower the learning rate, clip gradients (clip_norm), check the inputs "
+        "with jdl.data.clean, or set nan_policy='skip' or 'rollback'.")
+
+
+def _rollback(checkpointing: Any, state: TrainState, acc: Any, callbacks: Sequence[Callback],
+              identity: dict[str, Any], run: _Run, bad_step: int) -> tuple[TrainState, Any]:
+    import warnings
+
+    if checkpointing is None:
+        raise errors.input_error("nan_policy", "checkpointing for 'rollback' (it reloads the "
+                                 "last good checkpoint)", "no checkpoint directory",
+                                 "pass checkpoint_dir=..., or use nan_policy='skip'")
+    checkpointing.checkpointer.wait()
+    if not checkpointing.checkpointer.steps:
+        raise errors.NonFiniteError(f"training step {bad_step} was non-finite and there is no "
+                                    "checkpoint to roll back to yet. Fix: checkpoint more often "
+                                    "(every_steps) or use nan_policy='skip'.")
+    warnings.warn(f"step {bad_step} was non-finite: rolling back to checkpoint "
+                  f"{checkpointing.checkpointer.steps[-1]} and skipping its update",
+                  stacklevel=3)
+    return _resume(checkpointing, state, acc, callbacks, identity, run)
+
+
+@dataclasses.dataclass
+class _Run:
+    """Where a fit stands: what a checkpoint's ``position`` and ``history`` record."""
+
+    origin: int
+    epoch: int
+    first: int
+    history: dict[str, list[float]]
+    finished: bool = False
+
+
+def _save(checkpointing: Any, step: int, state: TrainState, acc: Any,
+          callbacks: Sequence[Callback], identity: dict[str, Any], run: _Run) -> None:
+    from jaxdl import checkpoint
+
+    tree = {"state": checkpoint.storable(state), "acc": acc}
+    extra = {str(i): cb.checkpoint_arrays() for i, cb in enumerate(callbacks)}
+    extra = {k: v for k, v in extra.items() if v is not None}
+    if extra:
+        tree["callbacks"] = extra
+    meta = {**checkpointing.meta, **identity,
+            "position": {"epoch": run.epoch, "step_in_epoch": run.first, "step": step},
+            "origin_epoch": run.origin, "finished": run.finished, "history": run.history,
+            "callbacks": [cb.state_dict() for cb in callbacks]}
+    metrics = {k: v[-1] for k, v in run.history.items()} if run.history else None
+    checkpointing.checkpointer.save(step, tree, meta, metrics)
+
+
+def _resume(checkpointing: Any, state: TrainState, acc: Any, callbacks: Sequence[Callback],
+            identity: dict[str, Any], run: _Run) -> tuple[TrainState, Any]:
+    from jaxdl import checkpoint
+
+    target = {"state": checkpoint.storable(state), "acc": acc}
+    extra = {str(i): cb.checkpoint_template(state) for i, cb in enumerate(callbacks)}
+    extra = {k: v for k, v in extra.items() if v is not None}
+    if extra:
+        target["callbacks"] = extra
+    found = checkpointing.checkpointer.restore(jax.eval_shape(lambda t: t, target))
+    if found is None:
+        return state, acc
+    tree, meta, step = found
+    changed = {k: (meta.get(k), v) for k, v in identity.items() if meta.get(k) != v}
+    if changed:
+        raise errors.input_error(
+            "checkpoint", f"a checkpoint of this run's data and settings (step {step} under "
+            f"{checkpointing.checkpointer.directory})",
+            "different " + ", ".join(f"{k} (saved {a}, now {b})" for k, (a, b) in
+                                     changed.items()),
+            "run with the settings the checkpoint was made with, or use a new directory")
+    for i, cb in enumerate(callbacks):
+        cb.load_state_dict(meta["callbacks"][i] if i < len(meta["callbacks"]) else {},
+                           tree.get("callbacks", {}).get(str(i)))
+    run.origin, run.finished = meta["origin_epoch"], meta["finished"]
+    run.epoch, run.first = meta["position"]["epoch"], meta["position"]["step_in_epoch"]
+    run.history = {k: list(v) for k, v in meta["history"].items()}
+    return checkpoint.unstorable(tree["state"]), tree["acc"]
 
 
 def evaluate_arrays(programs: Programs, state: TrainState, data: dict[str, jax.Array],

@@ -205,9 +205,34 @@ def loss_metric(per_example_loss: Callable) -> Metric:
     return mean_metric("loss", per_example_loss)
 
 
+def _is_min(path) -> bool:
+    return any(str(getattr(k, "key", "")).startswith("min_") for k in path)
+
+
+def empty(stats: Stats) -> Stats:
+    """The identity of :func:`merge` shaped like ``stats`` (zeros; dtype max for ``min_``)."""
+    import numpy as onp
+
+    def identity(path, x):
+        if _is_min(path):
+            return onp.full(x.shape, onp.iinfo(x.dtype).max if onp.issubdtype(x.dtype, onp.integer)
+                            else onp.inf, x.dtype)
+        return onp.zeros(x.shape, x.dtype)
+
+    return jax.tree_util.tree_map_with_path(identity, stats)
+
+
 def merge(a: Stats, b: Stats) -> Stats:
-    """Combines statistics of two disjoint sets of examples."""
-    return jax.tree.map(jnp.add, a, b)
+    """Combines statistics of two disjoint sets of examples.
+
+    Sums, except entries under a dict key starting with ``min_`` (e.g. the first
+    step that went non-finite), which combine by minimum.
+    """
+
+    def combine(path, x, y):
+        return jnp.minimum(x, y) if _is_min(path) else x + y
+
+    return jax.tree_util.tree_map_with_path(combine, a, b)
 
 
 def results(metrics: tuple[Metric, ...], stats: dict[str, Stats]) -> dict[str, float]:

@@ -7,17 +7,24 @@ on the test split, and leaves in ``workdir``:
     config.json     the resolved config
     metrics.jsonl   {"step", "epoch", "split": "train"|"val"|"test", <metric>: float} per line;
                     the last line is the test evaluation
-    checkpoints/    the final TrainState (Orbax) with the normalization statistics
+    checkpoints/    Orbax checkpoints: TrainState, data position, history, normalization
 
-``predict_from_workdir`` rebuilds the same model from ``config.json`` and the
-checkpoint to predict on new inputs (``jaxdl predict``).
+Run again on the same workdir, it resumes from the newest good checkpoint and
+ends bit-identical to an uninterrupted run. SIGTERM/SIGINT checkpoint and exit
+128+signal. ``predict_from_workdir`` / ``evaluate_from_workdir`` rebuild the
+model from ``config.json`` and restore the newest good checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import ml_collections
 import numpy as np
@@ -52,7 +59,8 @@ def build_trainer(config: ml_collections.ConfigDict, steps_per_epoch: int):
 
     total_steps = max(1, config.epochs * steps_per_epoch)
     return Trainer(_model(config), loss=config.loss, metrics=list(config.metrics),
-                   optimizer=_optimizer(config, total_steps))
+                   optimizer=_optimizer(config, total_steps),
+                   nan_policy=config.get("nan_policy", "raise"))
 
 
 def _callbacks(config: ml_collections.ConfigDict) -> list:
@@ -67,27 +75,12 @@ def _callbacks(config: ml_collections.ConfigDict) -> list:
     if plateau is not None and plateau.get("enabled", False):
         out.append(callbacks.ReduceLROnPlateau(monitor=plateau.monitor, factor=plateau.factor,
                                                patience=plateau.patience))
-    if config.get("nan_policy", "stop") == "stop":
-        out.append(callbacks.TerminateOnNaN(restore_last_good=False))
     return out
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
-                       quiet: bool = False) -> dict[str, float]:
-    """Trains the experiment ``config`` into ``workdir``; returns the test metrics."""
-    import jax
+def _load_data(config: ml_collections.ConfigDict, quiet: bool = True):
+    from jaxdl.data import datasets, transforms
 
-    from jaxdl import checkpoint, writers
-    from jaxdl.data import arrays, datasets, transforms
-
-    workdir = Path(workdir)
-    if (workdir / "metrics.jsonl").exists():
-        raise errors.input_error("--workdir", "a new or empty directory",
-                                 f"{workdir}, which already holds a run (metrics.jsonl)",
-                                 "pass a new --workdir (resuming a run is not supported yet)")
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.json").write_text(json.dumps(config_lib.config_to_dict(config),
-                                                    indent=2) + "\n")
     data_cfg = config.data
     data = datasets.load(data_cfg.name, seed=config.seed,
                          val_fraction=data_cfg.get("val_fraction", 0.15),
@@ -98,6 +91,71 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
         x_train, y_train, report = transforms.clean(x_train, y_train)
         if not quiet and report["rows_out"] != report["rows_in"]:
             print(f"clean: {report}", file=sys.stderr)
+    return data, x_train, y_train
+
+
+@contextlib.contextmanager
+def preemption_signals() -> Iterator[Any]:
+    """While active, SIGTERM/SIGINT are recorded instead of killing the process.
+
+    Yields a function returning the first signal received (or None); the fit
+    driver polls it after each dispatch, checkpoints and stops. Off the main
+    thread (where Python cannot install handlers) nothing is installed.
+    """
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: None
+        return
+    previous = {s: signal.signal(s, lambda signum, frame: received.append(signum))
+                for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield lambda: received[0] if received else None
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _prepare_workdir(workdir: Path, config: ml_collections.ConfigDict) -> bool:
+    """Checks the workdir against the config; returns whether a run is there to resume."""
+    saved_config = workdir / "config.json"
+    ckpt = config.get("checkpoint", ml_collections.ConfigDict())
+    resume = ckpt.get("resume", True)
+    existing = workdir.exists() and any(workdir.iterdir())
+    if existing and not resume:
+        raise errors.input_error(
+            "--workdir", "an empty directory (checkpoint.resume=false refuses to resume)",
+            f"{workdir}, which holds {sorted(p.name for p in workdir.iterdir())}",
+            "pass a new --workdir, or drop --config.checkpoint.resume=false to resume")
+    if existing and saved_config.exists():
+        before = config_lib.flatten(ml_collections.ConfigDict(json.loads(
+            saved_config.read_text())))
+        now = config_lib.flatten(config)
+        ignore = {"checkpoint.resume"}
+        changed = sorted(k for k in set(before) | set(now) if k not in ignore and
+                         json.dumps(before.get(k)) != json.dumps(config_lib.config_to_dict(
+                             ml_collections.ConfigDict({"v": now.get(k)}))["v"]))
+        if changed:
+            raise errors.input_error(
+                "--config", f"the config of the run in {workdir} (to resume it)",
+                "changes to " + ", ".join(f"{k} ({before.get(k)!r} -> {now.get(k)!r})"
+                                          for k in changed[:8]),
+                "resume with the same config, or pass a new --workdir")
+    workdir.mkdir(parents=True, exist_ok=True)
+    saved_config.write_text(json.dumps(config_lib.config_to_dict(config), indent=2) + "\n")
+    return existing
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
+                       quiet: bool = False) -> dict[str, float]:
+    """Trains the experiment ``config`` into ``workdir`` (resuming it); returns test metrics."""
+    import jax
+
+    from jaxdl import checkpoint, writers
+    from jaxdl.data import arrays
+
+    workdir = Path(workdir)
+    resuming = _prepare_workdir(workdir, config)
+    data, x_train, y_train = _load_data(config, quiet)
     steps_per_epoch = arrays.steps_per_epoch(len(x_train), config.batch_size)
     trainer = build_trainer(config, steps_per_epoch)
     state = trainer.init(jax.random.key(config.seed), x_train[:1])
@@ -106,19 +164,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
     callbacks = [*_callbacks(config), jsonl]
     if not quiet:
         callbacks.append(writers.ConsoleLogger())
+    ckpt_cfg = config.get("checkpoint", ml_collections.ConfigDict())
+    meta = {"config": config_lib.config_to_dict(config),
+            "num_features": list(x_train.shape[1:]), "input_dtype": str(x_train.dtype),
+            "scaler": data.scaler.to_dict() if data.scaler is not None else None}
     validation = (data.x_val, data.y_val) if len(data.x_val) else None
-    state, history = trainer.fit(
-        state, x_train, y_train, epochs=config.epochs, batch_size=config.batch_size,
-        validation_data=validation, shuffle=config.get("shuffle", True), seed=config.seed,
-        callbacks=callbacks, steps_per_dispatch=config.get("steps_per_dispatch", "auto"),
-        verbose=0)
+    checkpointer = checkpoint.Checkpointer(
+        workdir / "checkpoints", keep=ckpt_cfg.get("keep", 3),
+        best_metric=(ckpt_cfg.get("best_metric") or None) if validation else None,
+        async_save=ckpt_cfg.get("async_save", True))
+    with checkpointer, preemption_signals() as stop_requested:
+        if resuming and checkpointer.steps and not quiet:
+            print(f"resuming from {workdir / 'checkpoints'} (steps {checkpointer.steps})",
+                  file=sys.stderr)
+        state, history = trainer.fit(
+            state, x_train, y_train, epochs=config.epochs, batch_size=config.batch_size,
+            validation_data=validation, shuffle=config.get("shuffle", True), seed=config.seed,
+            callbacks=callbacks, steps_per_dispatch=config.get("steps_per_dispatch", "auto"),
+            verbose=0, checkpointing=checkpoint.Checkpointing(
+                checkpointer, every_epochs=ckpt_cfg.get("every_epochs", 0) or None,
+                every_steps=ckpt_cfg.get("every_steps", 0) or None, meta=meta,
+                stop_requested=stop_requested))
     results = trainer.evaluate(state, data.x_test, data.y_test, batch_size=config.batch_size)
     epochs_run = len(next(iter(history.values()), []))
     jsonl.write({"step": int(state.step), "epoch": epochs_run, "split": "test", **results})
-    meta = {"epoch": epochs_run, "seed": config.seed, "num_features": list(x_train.shape[1:]),
-            "input_dtype": str(x_train.dtype),
-            "scaler": data.scaler.to_dict() if data.scaler is not None else None}
-    checkpoint.save(workdir / "checkpoints", state, meta, keep=1)
     if not quiet:
         print("test · " + writers.format_logs(results), flush=True)
     return results
@@ -133,6 +202,37 @@ def _read_inputs(path: Path) -> np.ndarray:
         return np.loadtxt(path, delimiter=",", dtype=np.float32, ndmin=2, skiprows=1)
 
 
+def restore_from_workdir(workdir: str | Path):
+    """(config, trainer, state, meta) of the newest good checkpoint of a finished or running run."""
+    import jax
+
+    from jaxdl import checkpoint
+
+    workdir = Path(workdir)
+    config_file = workdir / "config.json"
+    if not config_file.exists():
+        raise errors.input_error("--workdir", "a directory written by `jaxdl train` "
+                                 "(with config.json)", str(workdir),
+                                 "pass the --workdir of a training run")
+    config = ml_collections.ConfigDict(json.loads(config_file.read_text()))
+    trainer = build_trainer(config, steps_per_epoch=1)
+    with checkpoint.Checkpointer(workdir / "checkpoints", keep=1000) as ckpt:
+        meta = None
+        for step in reversed(ckpt.steps):
+            with contextlib.suppress(Exception):  # unreadable: restore() sets it aside
+                meta = ckpt.read_meta(step)
+                break
+        if meta is None and not ckpt.steps:
+            raise errors.input_error("--workdir", f"a checkpoint under {ckpt.directory}",
+                                     "none", "train first: jaxdl train --workdir DIR")
+        shape = meta["num_features"] if meta else [1]
+        dtype = meta.get("input_dtype", "float32") if meta else "float32"
+        abstract = trainer.abstract_state(np.zeros((1, *shape), dtype))
+        target = jax.eval_shape(lambda s: {"state": checkpoint.storable(s)}, abstract)
+        tree, meta, _ = ckpt.restore(target, partial=True)
+    return config, trainer, checkpoint.unstorable(tree["state"]), meta
+
+
 def predict_from_workdir(workdir: str | Path, input_path: str | Path,
                          output_path: str | Path | None = None,
                          batch_size: int | None = None) -> np.ndarray:
@@ -141,23 +241,11 @@ def predict_from_workdir(workdir: str | Path, input_path: str | Path,
     The run's normalization statistics are applied first, as in training.
     Writes CSV (or .npy) to ``output_path``, or CSV to stdout when it is None.
     """
-
-    from jaxdl import checkpoint
     from jaxdl.data import transforms
 
-    workdir, input_path = Path(workdir), Path(input_path)
-    config_file = workdir / "config.json"
-    if not config_file.exists():
-        raise errors.input_error("--workdir", "a directory written by `jaxdl train` "
-                                 "(with config.json)", str(workdir),
-                                 "pass the --workdir of a finished training run")
-    config = ml_collections.ConfigDict(json.loads(config_file.read_text()))
-    trainer = build_trainer(config, steps_per_epoch=1)
+    config, trainer, state, meta = restore_from_workdir(workdir)
+    input_path = Path(input_path)
     x = _read_inputs(input_path)
-    step, meta = checkpoint.read_meta(workdir / "checkpoints")
-    sample = np.zeros((1, *meta["num_features"]), meta.get("input_dtype", "float32"))
-    target = trainer.abstract_state(sample)
-    state, meta = checkpoint.restore(workdir / "checkpoints", target, step)
     if tuple(x.shape[1:]) != tuple(meta["num_features"]):
         raise errors.input_error("--input", f"rows of {meta['num_features']} features (what "
                                  "the run was trained on)", f"rows of shape {x.shape[1:]} "
@@ -174,3 +262,10 @@ def predict_from_workdir(workdir: str | Path, input_path: str | Path,
         np.savetxt(output_path, flat, delimiter=",", fmt="%.8g")
     return predictions
 
+
+def evaluate_from_workdir(workdir: str | Path, split: str = "test") -> dict[str, float]:
+    """Loss and metrics of the newest good checkpoint on the run's own ``split``."""
+    config, trainer, state, _ = restore_from_workdir(workdir)
+    data, _, _ = _load_data(config)
+    x, y = data.splits[split]
+    return trainer.evaluate(state, x, y, batch_size=config.batch_size)

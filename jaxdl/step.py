@@ -80,6 +80,7 @@ def make_train_step(
     metrics: Sequence[metrics_lib.Metric] = (),
     *,
     augment: Augment | None = None,
+    nan_policy: str = "none",
 ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, Any]]]:
     """Builds the pure training step.
 
@@ -89,10 +90,17 @@ def make_train_step(
       tx: the optax optimizer whose state is ``state.opt_state``.
       metrics: resolved metrics to compute on the (augmented) training batch.
       augment: optional ``aug(key, x, y) -> (x, y)`` applied on device first.
+      nan_policy: "none", or "raise"/"skip"/"rollback": a step whose loss or gradients
+        are non-finite changes nothing but ``state.step``, and ``stats["nonfinite"]``
+        records it (see :func:`guard_nonfinite`); the driver acts on the policy.
 
     Returns:
       ``train_step(state, batch) -> (new_state, stats)``.
     """
+    if nan_policy not in NAN_POLICIES:
+        from jaxdl import errors
+
+        raise errors.unknown_name("nan_policy", "NaN policy", nan_policy, list(NAN_POLICIES))
     apply = make_apply(model)
     reported = reported_metrics(loss, metrics)
 
@@ -107,7 +115,8 @@ def make_train_step(
             value = losses_lib.masked_mean(loss.per_example(outputs, y), mask)
             return value, (outputs, model_state)
 
-        grads, (outputs, model_state) = jax.grad(objective, has_aux=True)(state.params)
+        (value, (outputs, model_state)), grads = jax.value_and_grad(
+            objective, has_aux=True)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         new_state = state.replace(
             step=state.step + 1,
@@ -115,9 +124,34 @@ def make_train_step(
             opt_state=opt_state,
             model_state=model_state,
         )
-        return new_state, _stats(reported, outputs, y, mask)
+        stats = _stats(reported, outputs, y, mask)
+        if nan_policy != "none":
+            new_state, stats["nonfinite"] = guard_nonfinite(state, new_state, value, grads)
+        return new_state, stats
 
     return train_step
+
+
+NAN_POLICIES = ("none", "raise", "skip", "rollback")
+
+
+def guard_nonfinite(old: TrainState, new: TrainState, loss: jax.Array, grads: Any
+                    ) -> tuple[TrainState, dict[str, jax.Array]]:
+    """Keeps ``old`` (with the step advanced) when the loss or a gradient is non-finite.
+
+    Returns the state to continue with and additive statistics: ``count`` of such
+    steps, ``loss`` (how many had a non-finite loss), ``grads`` (per gradient leaf, in
+    ``jax.tree.leaves`` order, how many had a non-finite value) and ``min_step`` (the
+    first such step; int32 max when none). Checked on device: no host round-trip.
+    """
+    bad_leaves = jnp.stack([~jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)])
+    bad = ~jnp.isfinite(loss) | jnp.any(bad_leaves)
+    state = jax.lax.cond(bad, lambda: old.replace(step=new.step), lambda: new)
+    record = {"count": bad.astype(jnp.float32),
+              "loss": (~jnp.isfinite(loss)).astype(jnp.float32),
+              "grads": bad_leaves.astype(jnp.float32),
+              "min_step": jnp.where(bad, old.step, jnp.iinfo(jnp.int32).max)}
+    return state, record
 
 
 def make_eval_step(

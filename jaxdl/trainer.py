@@ -60,6 +60,10 @@ class Trainer:
       weight_decay, l2, clip_norm: regularization, see :func:`jaxdl.optim.make_optimizer`.
       augment: ``aug(key, x, y) -> (x, y)`` run on device in every training step
         (see :mod:`jaxdl.data.augment`).
+      nan_policy: what a step with a non-finite loss or gradient does, decided on device:
+        "none" (apply it), "raise" (skip it and stop with NonFiniteError naming the step
+        and the gradients), "skip" (skip it, count ``nonfinite_steps`` per epoch) or
+        "rollback" (reload the last good checkpoint, then go on without that update).
     """
 
     def __init__(self, model: nn.Module, *, loss: str | losses_lib.Loss | Callable,
@@ -67,7 +71,7 @@ class Trainer:
                  metrics: Sequence[str | metrics_lib.Metric | Callable] = (),
                  learning_rate: float | optax.Schedule = 1e-3, weight_decay: float = 0.0,
                  l2: float = 0.0, clip_norm: float | None = None,
-                 augment: step_lib.Augment | None = None):
+                 augment: step_lib.Augment | None = None, nan_policy: str = "none"):
         if isinstance(model, type) and issubclass(model, nn.Module):
             raise errors.type_error("model", "a Flax module instance", f"the class "
                                     f"{model.__name__}", f"instantiate it: {model.__name__}(...)")
@@ -83,7 +87,8 @@ class Trainer:
         self.tx = optim_lib.with_lr_scale(optim_lib.make_optimizer(
             optimizer, learning_rate, weight_decay=weight_decay, l2=l2, clip_norm=clip_norm))
         self.learning_rate = learning_rate if isinstance(learning_rate, float | int) else None
-        self.programs = loop.Programs(model, self.loss, self.tx, self.metrics, augment)
+        self.programs = loop.Programs(model, self.loss, self.tx, self.metrics, augment,
+                                      nan_policy)
         # Init runs once: on CPU, compiling it without LLVM's optimizations cuts
         # its compile time by more than half (1.2 s -> 0.45 s for the reference MLP).
         fast_compile = {"xla_backend_optimization_level": 0} if (
@@ -126,12 +131,16 @@ class Trainer:
     def fit(self, state: TrainState, x: Any, y: Any, *, epochs: int = 1, batch_size: int = 32,
             validation_data: tuple[Any, Any] | None = None, validation_split: float = 0.0,
             shuffle: bool = True, seed: int = 0, callbacks: Sequence[Callback] = (),
-            steps_per_dispatch: int | str = "auto", initial_epoch: int = 0, verbose: int = 1
+            steps_per_dispatch: int | str = "auto", initial_epoch: int = 0, verbose: int = 1,
+            checkpoint_dir: str | None = None, checkpointing: Any = None
             ) -> tuple[TrainState, dict[str, list[float]]]:
         """Trains and returns ``(state, history)``; see :func:`jaxdl.loop.fit` for arguments.
 
         ``verbose=1`` prints a line per epoch (a live bar on a terminal); 0 is silent.
         The given ``state`` stays valid (fit works on a copy it may donate).
+        ``checkpoint_dir``: save there every epoch and at the end, and resume from the
+        newest good checkpoint found there (a :class:`jaxdl.checkpoint.Checkpointing`
+        in ``checkpointing`` sets the cadence and more).
         """
         if not isinstance(state, TrainState):
             raise errors.type_error("state", "a jdl.TrainState from trainer.init(...)",
@@ -144,11 +153,22 @@ class Trainer:
         if verbose:
             callbacks.append(ConsoleLogger())
         state = jax.tree.map(lambda a: a.copy(), state)
+        if checkpoint_dir is not None and checkpointing is None:
+            from jaxdl import checkpoint
+
+            with checkpoint.Checkpointer(checkpoint_dir) as checkpointer:
+                return self.fit(state, x, y, epochs=epochs, batch_size=batch_size,
+                                validation_data=validation_data,
+                                validation_split=validation_split, shuffle=shuffle, seed=seed,
+                                callbacks=callbacks, steps_per_dispatch=steps_per_dispatch,
+                                initial_epoch=initial_epoch, verbose=0,
+                                checkpointing=checkpoint.Checkpointing(checkpointer))
         return loop.fit(self.programs, state, x, y, epochs=epochs, batch_size=batch_size,
                         validation_data=validation_data, validation_split=validation_split,
                         shuffle=shuffle, seed=seed, callbacks=callbacks,
                         steps_per_dispatch=steps_per_dispatch, initial_epoch=initial_epoch,
-                        context={"learning_rate": self.learning_rate})
+                        context={"learning_rate": self.learning_rate},
+                        checkpointing=checkpointing)
 
     def evaluate(self, state: TrainState, x: Any, y: Any, *, batch_size: int = 32
                  ) -> dict[str, float]:

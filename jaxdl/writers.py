@@ -97,7 +97,15 @@ class JsonlWriter(Callback):
         self.steps_per_epoch = steps_per_epoch
 
     def on_train_begin(self, state, context):
+        # A resumed run rewrites what came after its checkpoint: keep the train/val lines up
+        # to the step it starts from, drop later ones and any test line.
         self.steps_per_epoch = context["steps_per_epoch"]
+        start = context.get("step", 0)
+        if self.path.exists():
+            kept = [line for line in self.path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("split") != "test"
+                    and json.loads(line).get("step", 0) <= start]
+            self.path.write_text("".join(line + "\n" for line in kept))
         return state
 
     def write(self, record: dict[str, Any]) -> None:

@@ -53,12 +53,22 @@ def test_test_line_equals_an_independent_evaluation(finished_run):
                                             rel=1e-4)
 
 
-def test_a_finished_workdir_is_not_overwritten(finished_run):
-    workdir, config, _ = finished_run
+def test_rerunning_a_finished_workdir_changes_nothing(finished_run):
+    workdir, config, results = finished_run
     before = (workdir / "metrics.jsonl").read_text()
-    with pytest.raises(jdl.InputError, match="argument '--workdir'"):
-        run.train_and_evaluate(config, workdir, quiet=True)
+    again = run.train_and_evaluate(config, workdir, quiet=True)
+    assert again == results
     assert (workdir / "metrics.jsonl").read_text() == before
+
+
+def test_a_changed_config_does_not_resume(finished_run):
+    workdir, config, _ = finished_run
+    changed = config_lib.apply_overrides(config, {"optimizer.learning_rate": "0.1"})
+    with pytest.raises(jdl.InputError, match=r"argument '--config'.*optimizer.learning_rate"):
+        run.train_and_evaluate(changed, workdir, quiet=True)
+    refuse = config_lib.apply_overrides(config, {"checkpoint.resume": "false"})
+    with pytest.raises(jdl.InputError, match=r"argument '--workdir'.*resume=false"):
+        run.train_and_evaluate(refuse, workdir, quiet=True)
 
 
 def test_cli_train_then_predict(tmp_path):
