@@ -32,10 +32,10 @@ from jaxdl.state import TrainState
 
 
 def _words(leaf: jax.Array) -> jax.Array:
-    """The leaf's bytes as uint32 words (narrower types widened, wider ones split)."""
+    """The leaf's bytes as uint32 words, same layout (narrower types widened; 8-byte types
+    get a trailing axis of 2). No reshape, so it works on arrays of any sharding."""
     if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
         leaf = jax.random.key_data(leaf)
-    leaf = leaf.reshape(-1)
     size = leaf.dtype.itemsize
     if leaf.dtype == jnp.bool_:
         return leaf.astype(jnp.uint32)
@@ -44,7 +44,18 @@ def _words(leaf: jax.Array) -> jax.Array:
     if size < 4:
         narrow = {2: jnp.uint16, 1: jnp.uint8}[size]
         return jax.lax.bitcast_convert_type(leaf, narrow).astype(jnp.uint32)
-    return jax.lax.bitcast_convert_type(leaf, jnp.uint32).reshape(-1)
+    return jax.lax.bitcast_convert_type(leaf, jnp.uint32)
+
+
+def _positions(shape: tuple[int, ...]) -> jax.Array:
+    """uint32 row-major position of every element of an array of ``shape``."""
+    position = jnp.zeros((), jnp.uint32)
+    stride = 1
+    for axis in reversed(range(len(shape))):
+        index = jax.lax.broadcasted_iota(jnp.uint32, shape, axis)
+        position = position + index * jnp.uint32(stride & 0xFFFFFFFF)
+        stride *= shape[axis]
+    return position
 
 
 @jax.jit
@@ -57,7 +68,7 @@ def checksums(tree: Any) -> Any:
 
     def one(leaf):
         words = _words(leaf)
-        weights = 2 * jnp.arange(words.size, dtype=jnp.uint32) + 1
+        weights = 2 * _positions(words.shape) + 1
         return jnp.stack([jnp.sum(words, dtype=jnp.uint32),
                           jnp.sum(words * weights, dtype=jnp.uint32)])
 
@@ -108,11 +119,16 @@ def unstorable(state: TrainState) -> TrainState:
 
 
 def _placed(target: Any) -> Any:
-    """Abstract leaves with a concrete sharding, so Orbax restores onto *this* topology."""
+    """Abstract leaves with a concrete sharding, so Orbax restores onto *this* topology.
+
+    Arrays and ``ShapeDtypeStruct`` leaves keep their sharding; others get device 0.
+    """
     default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
 
     def place(leaf):
-        sharding = getattr(leaf, "sharding", None) or default
+        sharding = getattr(leaf, "sharding", None)
+        if not isinstance(sharding, jax.sharding.Sharding):
+            sharding = default
         return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding)
 
     return jax.tree.map(place, target)
@@ -234,7 +250,6 @@ class Checkpointer:
             ``target`` (the model or config changed); lists the differing leaves.
           CheckpointError: checkpoints exist but none is good; lists what was found.
         """
-        ocp = self._ocp
         self.wait()
         tried: list[str] = []
         for step in reversed(self.steps):
@@ -253,22 +268,22 @@ class Checkpointer:
                     "restore with the config the run was started with, or pass a new "
                     "--workdir to start over")
             try:
-                placed = _placed(jax.eval_shape(lambda t: t, target))
-                if partial:
-                    how = ocp.args.PyTreeRestore(
-                        item=placed, partial_restore=True,
-                        restore_args=ocp.checkpoint_utils.construct_restore_args(placed))
-                else:
-                    how = ocp.args.StandardRestore(placed)
-                restored = self._manager.restore(step, args=ocp.args.Composite(state=how))
-                tree = restored["state"]
-                bad = [path for path, entry in digest(tree).items()
-                       if entry["checksum"] != saved[path]["checksum"]]
-                if bad:
-                    raise ValueError(f"checksum mismatch in {', '.join(bad[:5])}")
+                tree = self._read(step, _placed(target), partial)
             except Exception as e:
+                if self._placement_problem(step, target, partial):
+                    raise errors.input_error(
+                        "target shardings", "shardings this checkpoint can be placed on",
+                        f"{type(e).__name__}: {str(e)[:300]}",
+                        "check the mesh and partition rules of the restore target") from None
                 tried.append(f"{step}: {type(e).__name__}")
                 self._set_aside(step, e)
+                continue
+            bad = [path for path, entry in digest(tree).items()
+                   if entry["checksum"] != saved[path]["checksum"]]
+            if bad:
+                error = ValueError(f"checksum mismatch in {', '.join(bad[:5])}")
+                tried.append(f"{step}: checksum mismatch")
+                self._set_aside(step, error)
                 continue
             return tree, meta, step
         if tried:
@@ -277,6 +292,30 @@ class Checkpointer:
                 "(renamed aside as <step>.corrupt-<time>). Fix: pass a new --workdir to start "
                 "over, or restore a copy of a good checkpoint into that directory.")
         return None
+
+    def _read(self, step: int, placed: Any, partial: bool) -> Any:
+        ocp = self._ocp
+        if partial:
+            how = ocp.args.PyTreeRestore(
+                item=placed, partial_restore=True,
+                restore_args=ocp.checkpoint_utils.construct_restore_args(placed))
+        else:
+            how = ocp.args.StandardRestore(placed)
+        return self._manager.restore(step, args=ocp.args.Composite(state=how))["state"]
+
+    def _placement_problem(self, step: int, target: Any, partial: bool) -> bool:
+        """Whether ``step`` reads fine onto one device (then the target's placement failed,
+        not the data: never set a good checkpoint aside for that)."""
+        one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        plain = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
+                                                               sharding=one), target)
+        if plain == _placed(target):
+            return False
+        try:
+            self._read(step, plain, partial)
+        except Exception:
+            return False
+        return True
 
     def close(self) -> None:
         """Waits for pending saves (raising their errors) and releases Orbax's threads."""

@@ -112,6 +112,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size", metavar="N", type=_positive_int, help="examples per predict step"
     )
     predict.set_defaults(func=_cmd_predict, command_parser=predict)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="evaluate a run's newest good checkpoint",
+        description="Evaluate the newest good checkpoint of a run on one of its data splits; "
+        "prints one JSON line of metrics.",
+    )
+    evaluate.add_argument("--workdir", metavar="DIR", required=True, help="a run folder")
+    evaluate.add_argument("--split", choices=("train", "val", "test"), default="test",
+                          help="which split of the run's data (default: test)")
+    evaluate.set_defaults(func=_cmd_evaluate, command_parser=evaluate)
     return parser
 
 
@@ -229,16 +240,36 @@ def _data_file(argument: str, text: str, must_exist: bool) -> pathlib.Path:
     return path
 
 
-def _cmd_predict(args: argparse.Namespace) -> int:
-    """`jaxdl predict`: ``run.predict_from_workdir`` on a .csv/.npy file."""
-    workdir = pathlib.Path(args.workdir).expanduser()
+def _run_folder(text: str) -> pathlib.Path:
+    workdir = pathlib.Path(text).expanduser()
     if not workdir.is_dir():
         raise input_error(
             "--workdir",
             "the folder of a run written by `jaxdl train`",
-            f"{args.workdir!r}, which is not a folder",
+            f"{text!r}, which is not a folder",
             "pass the --workdir that `jaxdl train` wrote to (it printed it).",
         )
+    return workdir
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    """`jaxdl evaluate`: metrics of the newest good checkpoint, as one JSON line."""
+    import json
+
+    workdir = _run_folder(args.workdir)
+    from jaxdl.compilation_cache import enable_compilation_cache
+
+    enable_compilation_cache()
+    from jaxdl import run
+
+    results = run.evaluate_from_workdir(workdir.absolute(), args.split)
+    print(json.dumps({"split": args.split, **results}))
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    """`jaxdl predict`: ``run.predict_from_workdir`` on a .csv/.npy file."""
+    workdir = _run_folder(args.workdir)
     input_path = _data_file("--input", args.input, must_exist=True)
     output_path = None
     if args.output not in (None, "-"):

@@ -50,7 +50,8 @@ def type_error(argument: str, expected: str, given: str, fix: str) -> InputTypeE
     return InputTypeError(message(argument, expected, given, fix))
 
 
-def unknown_name(argument: str, kind: str, name: Any, known: list[str]) -> InputError:
+def unknown_name(argument: str, kind: str, name: Any, known: list[str],
+                 callable_ok: bool = False) -> InputError:
     """Error for a registry miss: lists the known names and the closest one."""
     import difflib
 
@@ -60,7 +61,7 @@ def unknown_name(argument: str, kind: str, name: Any, known: list[str]) -> Input
         argument,
         f"one of the known {kind} names {sorted(known)}",
         repr(name),
-        f"{hint}pass a known name or a callable.",
+        f"{hint}pass a known name{' or a callable' if callable_ok else ''}.",
     )
 
 

@@ -265,8 +265,10 @@ def fit(programs: Programs, state: TrainState, x: Any, y: Any, *, epochs: int = 
     acc = jax.device_put(metrics_lib.empty(programs.abstract(
         "train_stats", lambda s, b: programs.train_step(s, b)[1], state, probe)))
     run = _Run(origin=initial_epoch, epoch=initial_epoch, first=0, history={})
+    # What must match for a checkpoint to belong to this run (epochs may grow: resuming a
+    # finished run with more epochs continues it).
     identity = {"seed": int(seed), "batch_size": batch_size, "num_examples": len(x),
-                "shuffle": bool(shuffle), "epochs": epochs}
+                "shuffle": bool(shuffle)}
     if checkpointing is not None and checkpointing.resume:
         state, acc = _resume(checkpointing, state, acc, callbacks, identity, run)
 
@@ -283,7 +285,7 @@ def fit(programs: Programs, state: TrainState, x: Any, y: Any, *, epochs: int = 
 
     order: tuple[int, np.ndarray] | None = None
     last_saved = step
-    stop = run.finished
+    stop = any(cb.stop_training for cb in callbacks)  # e.g. an early stop restored
     handled_bad: set[int] = set()
     try:
         restart = True
@@ -379,10 +381,11 @@ def _first_bad(record: dict[str, np.ndarray], rows: int, handled: set[int]
 def _nonfinite_error(bad: dict[str, Any], state: TrainState) -> errors.NonFiniteError:
     names = [jax.tree_util.keystr(path) for path, _ in
              jax.tree_util.tree_flatten_with_path(state.params)[0]]
-    what = "the loss and " if bad["loss"] else ""
-    leaves = ", ".join(names[i] for i in bad["grads"][:8]) or "none"
+    parts = ["the loss"] if bad["loss"] else []
+    if bad["grads"]:
+        parts.append("the gradients of " + ", ".join(names[i] for i in bad["grads"][:8]))
     return errors.NonFiniteError(
-        f"training step {bad['step']} was non-finite: {what}gradients of {leaves}. The update "
+        f"training step {bad['step']} was non-finite: {' and '.join(parts)}. The update "
         "was not applied and no checkpoint was written after it (the last good one is "
         "intact). Fix: lower the learning rate, clip gradients (clip_norm), check the inputs "
         "with jdl.data.clean, or set nan_policy='skip' or 'rollback'.")
@@ -444,7 +447,7 @@ def _resume(checkpointing: Any, state: TrainState, acc: Any, callbacks: Sequence
     extra = {k: v for k, v in extra.items() if v is not None}
     if extra:
         target["callbacks"] = extra
-    found = checkpointing.checkpointer.restore(jax.eval_shape(lambda t: t, target))
+    found = checkpointing.checkpointer.restore(target)  # only its structure and shardings
     if found is None:
         return state, acc
     tree, meta, step = found

@@ -185,7 +185,7 @@ def get(loss: str | Loss | PerExampleLoss) -> Loss:
         return loss
     if isinstance(loss, str):
         if loss not in LOSSES:
-            raise errors.unknown_name("loss", "loss", loss, list(LOSSES))
+            raise errors.unknown_name("loss", "loss", loss, list(LOSSES), callable_ok=True)
         return LOSSES[loss]
     if callable(loss):
         name = getattr(loss, "__name__", type(loss).__name__)

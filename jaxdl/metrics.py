@@ -192,7 +192,8 @@ def get(metric: str | Metric | Callable, task: str) -> Metric:
         return metric
     if isinstance(metric, str):
         if metric not in METRICS:
-            raise errors.unknown_name("metrics", "metric", metric, list(METRICS))
+            raise errors.unknown_name("metrics", "metric", metric, list(METRICS),
+                                     callable_ok=True)
         return _build(metric, task)
     if callable(metric):
         return mean_metric(getattr(metric, "__name__", type(metric).__name__), metric)
