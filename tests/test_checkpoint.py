@@ -247,3 +247,12 @@ def test_nan_policy_rollback_reloads_and_ends_like_a_clean_run(blobs, tmp_path):
                                       checkpointing=Checkpointing(ckpt, every_epochs=2))
     jax.tree.map(np.testing.assert_array_equal, rolled.params, clean.params)
     assert history["loss"] == clean_history["loss"]
+
+
+def test_keeps_the_latest_n_plus_the_best(tmp_path):
+    losses = {1: 0.9, 2: 0.1, 3: 0.5, 4: 0.4, 5: 0.3}
+    with Checkpointer(tmp_path, keep=2, best_metric="val_loss") as ckpt:
+        for step, loss in losses.items():
+            ckpt.save(step, _tree(step), {"epoch": step}, metrics={"val_loss": loss})
+        ckpt.wait()
+        assert ckpt.steps == [2, 4, 5]

@@ -85,6 +85,13 @@ def test_cli_train_then_predict(tmp_path):
                               str(workdir), "--input", str(tmp_path / "x.npy")],
                              capture_output=True, text=True, env=env, timeout=300)
     assert predict.returncode == 0, predict.stderr
+    evaluate = subprocess.run([sys.executable, "-m", "jaxdl", "evaluate", "--workdir",
+                               str(workdir)], capture_output=True, text=True, env=env,
+                              timeout=300)
+    assert evaluate.returncode == 0, evaluate.stderr
+    test_line = json.loads((workdir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert json.loads(evaluate.stdout) == {k: v for k, v in test_line.items()
+                                           if k not in ("step", "epoch")}
     values = np.loadtxt(predict.stdout.splitlines(), delimiter=",")
     assert values.shape == (4,) and ((values >= 0) & (values <= 1)).all()
     wrong = tmp_path / "wrong.npy"
