@@ -123,6 +123,19 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", choices=("train", "val", "test"), default="test",
                           help="which split of the run's data (default: test)")
     evaluate.set_defaults(func=_cmd_evaluate, command_parser=evaluate)
+
+    summary = commands.add_parser(
+        "summary",
+        usage="jaxdl summary [-h] [--config FILE] [--config.KEY=VALUE ...]",
+        help="print a config's model parameters without training",
+        description="Print the parameter table of an experiment config's model (shapes, "
+        "counts, bytes) from its abstract state: nothing is trained or allocated.",
+    )
+    summary.add_argument("--config", metavar="FILE", help="experiment config file")
+    summary.set_defaults(func=_cmd_summary, command_parser=summary)
+    for sub in (train, predict, evaluate, summary):
+        sub.add_argument("--debug", action="store_true",
+                         help="show the traceback of an error too")
     return parser
 
 
@@ -177,7 +190,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if args.command == "train":
+    if args.command in ("train", "summary"):
         args.overrides = split_overrides(extra, args.command_parser.error)
     elif extra:
         args.command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -221,6 +234,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from jaxdl import run
 
     run.train_and_evaluate(config, workdir.absolute(), quiet=args.quiet)
+    return 0
+
+
+def _cmd_summary(args: argparse.Namespace) -> int:
+    """`jaxdl summary`: the parameter table of a config's model, without training."""
+    from jaxdl import config as config_lib
+
+    config_path = pathlib.Path(args.config) if args.config else config_lib.default_config_path()
+    config = config_lib.apply_overrides(config_lib.load_config(config_path), args.overrides)
+    from jaxdl import summary
+
+    print(summary.summarize(config))
     return 0
 
 
@@ -307,6 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         reported in one paragraph without a traceback); 1 any other exception (an internal
         error, reported with its traceback); 130 on Ctrl-C.
     """
+    args = None
     try:
         args = parse_args(argv)
         return args.func(args)
@@ -316,6 +342,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("jaxdl: interrupted", file=sys.stderr)
         return 130
     except (JaxdlError, FileNotFoundError) as exc:
+        if getattr(args, "debug", False):
+            traceback.print_exc()
         _report(exc)
         return getattr(exc, "exit_code", 2)  # a preempted run: 128 + signal
     except Exception:

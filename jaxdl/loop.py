@@ -10,7 +10,9 @@ Read this after :mod:`jaxdl.state` and :mod:`jaxdl.step`.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,6 +28,17 @@ from jaxdl.callbacks import Callback
 from jaxdl.data import arrays
 from jaxdl.data import validate as check
 from jaxdl.state import TrainState
+
+logger = logging.getLogger("jaxdl")
+
+
+def _signature(arguments: dict[str, Any]) -> dict[str, tuple]:
+    leaves = jax.tree_util.tree_flatten_with_path(arguments)[0]
+    return {jax.tree_util.keystr(path): (tuple(getattr(leaf, "shape", ())),
+                                         str(getattr(leaf, "dtype", type(leaf).__name__)),
+                                         str(getattr(leaf, "sharding", "")))
+            for path, leaf in leaves}
+
 
 # With nothing to run between epochs, "auto" fuses whole epochs up to this many
 # steps per dispatch: enough to amortize the ~0.1 ms dispatch, few enough that
@@ -67,6 +80,8 @@ class Programs:
         self.predict_batch = jax.jit(self.predict_step)
         self._loop_friendly: bool | None = None
         self._abstract: dict[Any, Any] = {}
+        self.last_perf: dict[str, float] = {}
+        self._signature: dict[str, tuple] | None = None
 
     def abstract(self, kind: str, fn, *args) -> Any:
         """``jax.eval_shape(fn, *args)``, cached by ``kind`` and the arguments' shapes.
@@ -74,11 +89,7 @@ class Programs:
         Tracing a step costs tens of milliseconds; a fit calls this with the same
         shapes every time, so it pays once.
         """
-        key = (kind, jax.tree.structure(args),
-               tuple((a.shape, str(a.dtype)) for a in jax.tree.leaves(args)))
-        if key not in self._abstract:
-            self._abstract[key] = jax.eval_shape(fn, *args)
-        return self._abstract[key]
+        return self.abstract_value(kind, lambda: jax.eval_shape(fn, *args), *args)
 
     def _accumulate_eval(self, acc, state, data, idx, mask):
         stats = self.eval_step(state, fuse.gather(data, idx, mask))
@@ -86,6 +97,47 @@ class Programs:
 
     def _predict_all(self, state, x, idx):
         return jax.lax.map(lambda i: self.predict_step(state, jnp.take(x, i, axis=0)), idx)
+
+    def watch(self, first: bool, arguments: dict[str, Any], size_before: int) -> None:
+        """The recompile watchdog: logs which argument changed when the block compiled again.
+
+        Compiling on a fit's first dispatch is expected (new data shapes are logged as
+        information); compiling again inside a fit means a callback or the data changed
+        an argument's shape, dtype or sharding, which costs a full compile each time.
+        """
+        if self.block._cache_size() == size_before:
+            if first and self._signature is None:
+                self._signature = _signature(arguments)
+            return
+        signature = _signature(arguments)
+        previous, self._signature = self._signature, signature
+        if previous is None:
+            return
+        changes = [f"{k}: {previous.get(k, 'absent')} -> {v}" for k, v in signature.items()
+                   if previous.get(k) != v]
+        changes += [f"{k}: {v} -> absent" for k, v in previous.items() if k not in signature]
+        message = ("training block recompiled; changed: " + "; ".join(changes[:6])
+                   if changes else "training block recompiled (static arguments changed)")
+        if first:
+            logger.info(message)
+        else:
+            logger.warning(message + ". Keep shapes, dtypes and shardings fixed between "
+                           "dispatches (a callback replacing the state?)")
+
+    def flops_per_step(self, state: TrainState, batch_spec: dict[str, Any]) -> float | None:
+        """FLOPs of one training step (XLA cost analysis), cached per shapes."""
+        from jaxdl import perf
+
+        return self.abstract_value("flops", lambda: perf.step_flops(self.train_step, state,
+                                                                     batch_spec),
+                                   state, batch_spec)
+
+    def abstract_value(self, kind: str, compute, *args) -> Any:
+        key = (kind, jax.tree.structure(args),
+               tuple((a.shape, str(a.dtype)) for a in jax.tree.leaves(args)))
+        if key not in self._abstract:
+            self._abstract[key] = compute()
+        return self._abstract[key]
 
     def loop_friendly(self, state: TrainState, x: jax.Array) -> bool:
         """Whether this model runs at full speed inside a rolled scan (decided once)."""
@@ -284,6 +336,7 @@ def fit(programs: Programs, state: TrainState, x: Any, y: Any, *, epochs: int = 
         state = cb.on_train_begin(state, ctx)
 
     order: tuple[int, np.ndarray] | None = None
+    dispatches, compile_s, first_step, fit_started = 0, 0.0, step, time.perf_counter()
     last_saved = step
     stop = any(cb.stop_training for cb in callbacks)  # e.g. an early stop restored
     handled_bad: set[int] = set()
@@ -304,9 +357,19 @@ def fit(programs: Programs, state: TrainState, x: Any, y: Any, *, epochs: int = 
                         order = (e, arrays.epoch_order(seed, e, len(x), shuffle))
                     idx[i] = arrays.block_indices(order[1], batch_size, first, s_block)
                     position[i, 1] = 1
+                size_before = programs.block._cache_size()
+                started = time.perf_counter()
+                arguments = dict(state=state, acc=acc, data=data, idx=idx, position=position,
+                                 val_data=val_data if fused_val else None, val_plan=val_plan)
                 state, acc, (train_out, val_out, bad_out) = programs.block(
-                    state, acc, data, idx, position, val_data if fused_val else None,
-                    val_plan, **static)
+                    **arguments, **static)
+                if dispatches == 0:
+                    # The first call traces and compiles (or loads from the cache) before
+                    # it returns; execution itself is asynchronous.
+                    compile_s = time.perf_counter() - started
+                if dispatches == 0 or programs.block._cache_size() != size_before:
+                    programs.watch(dispatches == 0, arguments, size_before)
+                dispatches += 1
                 if programs.nan_policy in ("raise", "rollback"):
                     bad = _first_bad(jax.device_get(bad_out), len(block_epochs), handled_bad)
                     if bad is not None and programs.nan_policy == "raise":
@@ -360,6 +423,13 @@ def fit(programs: Programs, state: TrainState, x: Any, y: Any, *, epochs: int = 
     finally:
         if checkpointing is not None:
             checkpointing.checkpointer.wait()  # nothing in flight is lost, and errors surface
+    jax.block_until_ready(state.step)
+    elapsed = time.perf_counter() - fit_started - compile_s
+    steps = step - first_step
+    programs.last_perf = {
+        "compile_s": compile_s, "train_s": elapsed, "steps": steps,
+        "steps_per_s": steps / elapsed if steps and elapsed > 0 else 0.0,
+        "examples_per_s": steps * batch_size / elapsed if steps and elapsed > 0 else 0.0}
     for cb in callbacks:
         state = cb.on_train_end(state)
     return state, run.history

@@ -150,9 +150,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
     """Trains the experiment ``config`` into ``workdir`` (resuming it); returns test metrics."""
     import jax
 
-    from jaxdl import checkpoint, writers
+    from jaxdl import checkpoint, perf, profiling, writers
     from jaxdl.data import arrays
 
+    cache = perf.CacheCounter()
     workdir = Path(workdir)
     resuming = _prepare_workdir(workdir, config)
     data, x_train, y_train = _load_data(config, quiet)
@@ -162,6 +163,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
 
     jsonl = writers.JsonlWriter(workdir / "metrics.jsonl")
     callbacks = [*_callbacks(config), jsonl]
+    window = profiling.parse_steps(config.get("profile", {}).get("steps", ""))
+    if window:
+        callbacks.append(profiling.Profiler(workdir / "profile", *window))
     if not quiet:
         callbacks.append(writers.ConsoleLogger())
     ckpt_cfg = config.get("checkpoint", ml_collections.ConfigDict())
@@ -187,8 +191,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
                 stop_requested=stop_requested))
     results = trainer.evaluate(state, data.x_test, data.y_test, batch_size=config.batch_size)
     epochs_run = len(next(iter(history.values()), []))
-    jsonl.write({"step": int(state.step), "epoch": epochs_run, "split": "test", **results})
+    step = int(state.step)
+    batch = {"x": jax.ShapeDtypeStruct((config.batch_size, *x_train.shape[1:]), x_train.dtype),
+             "y": jax.ShapeDtypeStruct((config.batch_size, *y_train.shape[1:]), y_train.dtype),
+             "mask": jax.ShapeDtypeStruct((config.batch_size,), np.float32)}
+    record = perf.report(trainer.programs.last_perf,
+                         trainer.programs.flops_per_step(state, batch),
+                         perf.peak_flops(override=config.get("peak_flops", 0.0)))
+    record.update({f"compilation_cache_{k}": v for k, v in cache.counts().items()})
+    jsonl.write({"step": step, "epoch": epochs_run, "split": "perf", **record})
+    jsonl.write({"step": step, "epoch": epochs_run, "split": "test", **results})
     if not quiet:
+        print(writers.format_perf(record), flush=True)
         print("test · " + writers.format_logs(results), flush=True)
     return results
 

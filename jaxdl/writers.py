@@ -24,6 +24,21 @@ def format_logs(logs: dict[str, float]) -> str:
                       logs.items())
 
 
+def format_perf(record: dict[str, Any]) -> str:
+    """One line: compile time, throughput, FLOPs and MFU when known, cache hits."""
+    parts = [f"compile {record.get('compile_s', 0):.2f}s",
+             f"{record.get('steps_per_s', 0):,.0f} steps/s",
+             f"{record.get('examples_per_s', 0):,.0f} examples/s"]
+    if record.get("flops_per_step"):
+        parts.append(f"{record['flops_per_step']:.3g} FLOPs/step")
+    if record.get("mfu") is not None:
+        parts.append(f"MFU {100 * record['mfu']:.1f}%")
+    if "compilation_cache_hits" in record:
+        parts.append(f"compilation cache {record['compilation_cache_hits']} hits / "
+                     f"{record['compilation_cache_misses']} misses")
+    return "perf · " + " · ".join(parts)
+
+
 class ConsoleLogger(Callback):
     """Prints ``Epoch e/E · metrics · time``; a rich progress bar above it on a terminal."""
 
@@ -61,7 +76,7 @@ class ConsoleLogger(Callback):
         line = f"Epoch {epoch + 1}/{self.epochs} · {format_logs(logs)} · {now - self.last:.2f}s"
         self.last = now
         if self._progress is not None:
-            self._progress.console.print(line)
+            self._progress.console.print(line, markup=False, highlight=False)
             self._progress.update(self._task, completed=epoch + 1,
                                   logs=format_logs({k: v for k, v in logs.items()
                                                     if k in ("loss", "val_loss")}))
@@ -103,7 +118,7 @@ class JsonlWriter(Callback):
         start = context.get("step", 0)
         if self.path.exists():
             kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("split") != "test"
+                    if line.strip() and json.loads(line).get("split") in ("train", "val")
                     and json.loads(line).get("step", 0) <= start]
             self.path.write_text("".join(line + "\n" for line in kept))
         return state

@@ -27,7 +27,11 @@ def test_metrics_jsonl_contract(finished_run):
     lines = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert [(r["split"], r["epoch"]) for r in lines] == [
         ("train", 1), ("val", 1), ("train", 2), ("val", 2), ("train", 3), ("val", 3),
-        ("test", 3)]
+        ("perf", 3), ("test", 3)]
+    perf = lines.pop(-2)
+    assert perf["steps"] > 0 and perf["steps_per_s"] > 0 and perf["compile_s"] > 0
+    assert perf["flops_per_step"] > 0 and perf["mfu"] is None  # no known peak on a CPU
+    assert perf["compilation_cache_hits"] + perf["compilation_cache_misses"] > 0
     for record in lines:
         assert set(record) == {"step", "epoch", "split", "loss", *config.metrics}
         assert all(isinstance(record[m], float) for m in ("loss", *config.metrics))
@@ -53,12 +57,16 @@ def test_test_line_equals_an_independent_evaluation(finished_run):
                                             rel=1e-4)
 
 
+def _without_perf(text):
+    return [line for line in text.splitlines() if '"split": "perf"' not in line]
+
+
 def test_rerunning_a_finished_workdir_changes_nothing(finished_run):
     workdir, config, results = finished_run
     before = (workdir / "metrics.jsonl").read_text()
     again = run.train_and_evaluate(config, workdir, quiet=True)
     assert again == results
-    assert (workdir / "metrics.jsonl").read_text() == before
+    assert _without_perf((workdir / "metrics.jsonl").read_text()) == _without_perf(before)
 
 
 def test_a_changed_config_does_not_resume(finished_run):
