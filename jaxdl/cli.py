@@ -124,6 +124,23 @@ def build_parser() -> argparse.ArgumentParser:
                           help="which split of the run's data (default: test)")
     evaluate.set_defaults(func=_cmd_evaluate, command_parser=evaluate)
 
+    explain = commands.add_parser(
+        "explain",
+        help="feature attributions of a trained run",
+        description="Attribute a trained run's predictions to its input features: a CSV "
+        "of per-feature attributions and a plot (bar chart for tables, heat map for images).",
+    )
+    explain.add_argument("--workdir", metavar="DIR", required=True, help="a run folder")
+    explain.add_argument("--input", metavar="FILE", required=True,
+                         help="raw features, a .csv or .npy file")
+    explain.add_argument("--output-csv", metavar="FILE", help="attributions CSV (default: stdout)")
+    explain.add_argument("--output-png", metavar="FILE", help="a .png plot (default: none)")
+    explain.add_argument("--method", default="integrated_gradients",
+                         help="integrated_gradients (default) or saliency")
+    explain.add_argument("--steps", metavar="N", type=_positive_int, default=64,
+                         help="integrated-gradients path steps (default 64)")
+    explain.set_defaults(func=_cmd_explain, command_parser=explain)
+
     summary = commands.add_parser(
         "summary",
         usage="jaxdl summary [-h] [--config FILE] [--config.KEY=VALUE ...]",
@@ -133,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     summary.add_argument("--config", metavar="FILE", help="experiment config file")
     summary.set_defaults(func=_cmd_summary, command_parser=summary)
-    for sub in (train, predict, evaluate, summary):
+    for sub in (train, predict, evaluate, explain, summary):
         sub.add_argument("--debug", action="store_true",
                          help="show the traceback of an error too")
     return parser
@@ -234,6 +251,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from jaxdl import run
 
     run.train_and_evaluate(config, workdir.absolute(), quiet=args.quiet)
+    return 0
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    """`jaxdl explain`: attributions of a run's predictions on a .csv/.npy file."""
+    workdir = _run_folder(args.workdir)
+    input_path = _data_file("--input", args.input, must_exist=True)
+    out_csv = None if args.output_csv in (None, "-") else pathlib.Path(args.output_csv).expanduser()
+    out_png = None if args.output_png is None else pathlib.Path(args.output_png).expanduser()
+    from jaxdl.compilation_cache import enable_compilation_cache
+
+    enable_compilation_cache()
+    from jaxdl import explain_report
+
+    explain_report.explain_workdir(workdir.absolute(), input_path, out_csv, out_png,
+                                   method=args.method, steps=args.steps)
     return 0
 
 
