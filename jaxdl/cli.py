@@ -141,6 +141,20 @@ def build_parser() -> argparse.ArgumentParser:
                          help="integrated-gradients path steps (default 64)")
     explain.set_defaults(func=_cmd_explain, command_parser=explain)
 
+    plot = commands.add_parser(
+        "plot",
+        help="plot training curves of runs",
+        description="Draw loss and metric curves (train solid, val dashed; populations as "
+        "bands) of one or more runs from their metrics.jsonl into an image.",
+    )
+    plot.add_argument("workdirs", metavar="WORKDIR", nargs="+", help="run folders")
+    plot.add_argument("--output", "-o", metavar="FILE",
+                      help="a .png/.svg/.pdf path (default: WORKDIR/curves.png of the first run)")
+    plot.add_argument("--metrics", metavar="NAMES",
+                      type=lambda t: [m for m in t.split(",") if m],
+                      help="comma-separated names, e.g. loss,accuracy (default: all, loss first)")
+    plot.set_defaults(func=_cmd_plot, command_parser=plot)
+
     summary = commands.add_parser(
         "summary",
         usage="jaxdl summary [-h] [--config FILE] [--config.KEY=VALUE ...]",
@@ -150,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     summary.add_argument("--config", metavar="FILE", help="experiment config file")
     summary.set_defaults(func=_cmd_summary, command_parser=summary)
-    for sub in (train, predict, evaluate, explain, summary):
+    for sub in (train, predict, evaluate, explain, plot, summary):
         sub.add_argument("--debug", action="store_true",
                          help="show the traceback of an error too")
     return parser
@@ -268,6 +282,13 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     explain_report.explain_workdir(workdir.absolute(), input_path, out_csv, out_png,
                                    method=args.method, steps=args.steps)
     return 0
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    """`jaxdl plot`: curves of runs into an image."""
+    from jaxdl.plot import main_plot
+
+    return main_plot(args.workdirs, args.output, args.metrics)
 
 
 def _cmd_summary(args: argparse.Namespace) -> int:

@@ -47,5 +47,7 @@ def get_config() -> ml_collections.ConfigDict:
         every_epochs=10, every_steps=0, keep=3, best_metric="val_loss", resume=True,
         async_save=True))
     c.profile = ml_collections.ConfigDict(dict(steps=""))  # "START:END": trace to WORKDIR/profile
+    c.writers = ("jsonl",)  # add "tensorboard" (WORKDIR/tensorboard/) and/or "csv" (metrics.csv)
+    c.plot = False  # write WORKDIR/curves.png at the end
     c.peak_flops = 0.0  # device peak FLOP/s for MFU when the device is not a known accelerator
     return c

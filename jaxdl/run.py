@@ -5,8 +5,12 @@ model, optimizer and Trainer from the config, fits with validation, evaluates
 on the test split, and leaves in ``workdir``:
 
     config.json     the resolved config
-    metrics.jsonl   {"step", "epoch", "split": "train"|"val"|"test", <metric>: float} per line;
-                    the last line is the test evaluation
+    metrics.jsonl   {"step", "epoch", "split": "train"|"val"|"perf"|"test", <metric>: float}
+                    per line; the last line is the test evaluation
+    tensorboard/    event files (config.writers includes "tensorboard")
+    metrics.csv     one row per epoch (config.writers includes "csv")
+    curves.png      train/val curves (config.plot)
+    profile/        a jax.profiler trace (config.profile.steps)
     checkpoints/    Orbax checkpoints: TrainState, data position, history, normalization
 
 Run again on the same workdir, it resumes from the newest good checkpoint and
@@ -31,6 +35,8 @@ import numpy as np
 
 from jaxdl import config as config_lib
 from jaxdl import errors
+
+WRITERS = ("jsonl", "tensorboard", "csv")
 
 
 def _model(config: ml_collections.ConfigDict):
@@ -130,7 +136,7 @@ def _prepare_workdir(workdir: Path, config: ml_collections.ConfigDict) -> bool:
         before = config_lib.flatten(ml_collections.ConfigDict(json.loads(
             saved_config.read_text())))
         now = config_lib.flatten(config)
-        ignore = {"checkpoint.resume"}
+        ignore = {"checkpoint.resume", "writers", "plot", "profile.steps", "peak_flops"}
         changed = sorted(k for k in set(before) | set(now) if k not in ignore and
                          json.dumps(before.get(k)) != json.dumps(config_lib.config_to_dict(
                              ml_collections.ConfigDict({"v": now.get(k)}))["v"]))
@@ -150,7 +156,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
     """Trains the experiment ``config`` into ``workdir`` (resuming it); returns test metrics."""
     import jax
 
-    from jaxdl import checkpoint, perf, profiling, writers
+    from jaxdl import checkpoint, event_writers, perf, profiling, writers
     from jaxdl.data import arrays
 
     cache = perf.CacheCounter()
@@ -161,8 +167,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
     trainer = build_trainer(config, steps_per_epoch)
     state = trainer.init(jax.random.key(config.seed), x_train[:1])
 
-    jsonl = writers.JsonlWriter(workdir / "metrics.jsonl")
-    callbacks = [*_callbacks(config), jsonl]
+    jsonl = writers.JsonlWriter(workdir / "metrics.jsonl")  # always: resume and plot read it
+    names = tuple(config.get("writers", ("jsonl",)))
+    for name in names:
+        if name not in WRITERS:
+            raise errors.unknown_name("config.writers", "writer", name, list(WRITERS))
+    tensorboard = (event_writers.TensorBoardWriter(workdir / "tensorboard")
+                   if "tensorboard" in names else None)
+    callbacks = [*_callbacks(config), jsonl, *([tensorboard] if tensorboard else []),
+                 *([event_writers.CsvWriter(workdir / "metrics.csv")] if "csv" in names
+                   else [])]
     window = profiling.parse_steps(config.get("profile", {}).get("steps", ""))
     if window:
         callbacks.append(profiling.Profiler(workdir / "profile", *window))
@@ -177,7 +191,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
         workdir / "checkpoints", keep=ckpt_cfg.get("keep", 3),
         best_metric=(ckpt_cfg.get("best_metric") or None) if validation else None,
         async_save=ckpt_cfg.get("async_save", True))
-    with checkpointer, preemption_signals() as stop_requested:
+    with checkpointer, preemption_signals() as stop_requested, contextlib.ExitStack() as stack:
+        if tensorboard is not None:  # a preempted or stopped fit skips on_train_end
+            stack.callback(tensorboard.close)
         if resuming and checkpointer.steps and not quiet:
             print(f"resuming from {workdir / 'checkpoints'} (steps {checkpointer.steps})",
                   file=sys.stderr)
@@ -201,6 +217,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
     record.update({f"compilation_cache_{k}": v for k, v in cache.counts().items()})
     jsonl.write({"step": step, "epoch": epochs_run, "split": "perf", **record})
     jsonl.write({"step": step, "epoch": epochs_run, "split": "test", **results})
+    if tensorboard is not None:
+        tensorboard.write({"step": step, "split": "test", **results})
+        tensorboard.write({"step": step, **{f"perf/{k}": v for k, v in record.items()
+                                            if isinstance(v, int | float)}})
+        tensorboard.close()
+    if config.get("plot", False) and jax.process_index() == 0:
+        from jaxdl import plot
+
+        plot.plot_runs([workdir], workdir / "curves.png")
     if not quiet:
         print(writers.format_perf(record), flush=True)
         print("test · " + writers.format_logs(results), flush=True)

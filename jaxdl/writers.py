@@ -114,9 +114,11 @@ class JsonlWriter(Callback):
     def on_train_begin(self, state, context):
         # A resumed run rewrites what came after its checkpoint: keep the train/val lines up
         # to the step it starts from, drop later ones and any test line.
+        import jax
+
         self.steps_per_epoch = context["steps_per_epoch"]
         start = context.get("step", 0)
-        if self.path.exists():
+        if self.path.exists() and jax.process_index() == 0:
             kept = [line for line in self.path.read_text().splitlines()
                     if line.strip() and json.loads(line).get("split") in ("train", "val")
                     and json.loads(line).get("step", 0) <= start]
@@ -124,7 +126,11 @@ class JsonlWriter(Callback):
         return state
 
     def write(self, record: dict[str, Any]) -> None:
-        """Appends one record as a JSON line."""
+        """Appends one record as a JSON line (on process 0 only, in multi-host runs)."""
+        import jax
+
+        if jax.process_index() != 0:
+            return
         with self.path.open("a") as f:
             f.write(json.dumps({k: jsonable(v) for k, v in record.items()}) + "\n")
 

@@ -1,5 +1,6 @@
 """Watching a run: live progress in a terminal, profiles, summary, recompile watchdog."""
 
+import json
 import logging
 import os
 import pty
@@ -94,3 +95,19 @@ def test_peak_flops_table_and_override():
     assert perf.peak_flops(override=1e12) == 1e12
     record = perf.report({"steps_per_s": 100.0}, 2e9, 1e12)
     assert record["mfu"] == pytest.approx(0.2)
+
+
+def test_plot_command(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    lines = [{"step": 4 * e, "epoch": e, "split": s, "loss": 1.0 / e + (0.1 if s == "val" else 0)}
+             for e in (1, 2, 3) for s in ("train", "val")]
+    (run / "metrics.jsonl").write_text("".join(f"{json.dumps(r)}\n"
+                                               for r in lines))
+    out = tmp_path / "curves.png"
+    assert cli.main(["plot", str(run), "-o", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli.main(["plot", str(empty)]) == 2
+    assert "argument 'WORKDIR'" in capsys.readouterr().err

@@ -1,0 +1,321 @@
+"""Training curves of one or more runs, drawn from their ``metrics.jsonl``.
+
+One subplot per metric (loss first), x = epoch, training solid and validation
+dashed, one color per run, labelled with the run's folder name. Test lines are
+not curves and are left out. A population run (lines with a ``member`` field)
+is drawn as a band from the lowest to the highest member per epoch, with the
+best member's curve on top: lowest final ``val_loss``, or highest final
+validation accuracy-like metric when there is no loss.
+
+    jaxdl plot runs/a runs/b --output curves.png        # (wired in cli.py)
+
+Drawing uses ``matplotlib.figure.Figure`` directly, never pyplot: the Agg
+canvas renders the PNG without a display, and a user's notebook or GUI backend
+is left exactly as it was (no ``matplotlib.use``, no global figure registry).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from jaxdl import errors
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+_SPLITS = ("train", "val")
+_RECORD_KEYS = ("step", "epoch", "split", "member")
+# Names where higher is better, as jaxdl.callbacks decides "auto" mode.
+_HIGHER_IS_BETTER = ("acc", "auc", "f1", "precision", "recall")
+_FORMATS = (".png", ".svg", ".pdf")
+_DPI = 120
+
+# (split, member or None) -> metric -> epoch -> value
+Series = dict[tuple[str, int | None], dict[str, dict[int, float]]]
+
+
+@dataclass
+class Run:
+    """The train/val curves of one workdir, as read from its metrics.jsonl."""
+
+    name: str
+    series: Series = field(default_factory=dict)
+
+    @property
+    def members(self) -> list[int]:
+        """Population member ids, sorted (empty for a single run)."""
+        return sorted({m for _, m in self.series if m is not None})
+
+    @property
+    def metrics(self) -> list[str]:
+        """Metric names in order of first appearance."""
+        return list(dict.fromkeys(k for values in self.series.values() for k in values))
+
+
+def _contents(folder: Path) -> str:
+    """What an error message says about a folder that is not a run."""
+    if not folder.exists():
+        return f"{str(folder)!r}, which does not exist"
+    if not folder.is_dir():
+        return f"{str(folder)!r}, which is a file"
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
+    if not names:
+        return f"{str(folder)!r}, an empty folder"
+    shown = ", ".join(names[:12]) + (f", ... ({len(names)} entries)" if len(names) > 12 else "")
+    return f"{str(folder)!r}, which holds [{shown}] but no metrics.jsonl"
+
+
+def _number(value: Any) -> float | None:
+    """A metric value (metrics.jsonl spells NaN/inf as strings) as a float, or None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def read_run(workdir: str | Path) -> Run:
+    """Reads the train and val lines of ``workdir/metrics.jsonl``.
+
+    A resumed run may have rewritten epochs; the last line for an epoch wins.
+    An unfinished last line (a run writing right now) is skipped.
+
+    Raises:
+      InputError: naming ``WORKDIR`` when the file is missing, empty, malformed,
+        or has no train/val lines.
+    """
+    workdir = Path(workdir)
+    path = workdir / "metrics.jsonl"
+    if not path.is_file():
+        raise errors.input_error(
+            "WORKDIR", "a run folder holding metrics.jsonl (written by `jaxdl train`)",
+            _contents(workdir), "pass the --workdir of a training run; metrics.jsonl appears "
+            "when its first epoch ends.")
+    text = path.read_text()
+    lines = text.splitlines()
+    run = Run(workdir.resolve().name or str(workdir))
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            split, epoch = record["split"], int(record["epoch"])
+            member = record.get("member")
+            member = None if member is None else int(member)
+        except (ValueError, TypeError, KeyError) as exc:
+            if number == len(lines) and not text.endswith("\n"):
+                break  # the run is writing this line right now
+            raise errors.input_error(
+                "WORKDIR", "metrics.jsonl lines of JSON objects with 'split' and 'epoch'",
+                f"line {number} of {path}: {line[:80]!r} ({exc})",
+                "remove or fix that line, or pass another run folder.") from exc
+        if split not in _SPLITS:
+            continue  # the test line is one point, not a curve
+        series = run.series.setdefault((split, member), {})
+        for key, value in record.items():
+            value = _number(value)
+            if key not in _RECORD_KEYS and value is not None:
+                series.setdefault(key, {})[epoch] = value
+    if not run.series:
+        raise errors.input_error(
+            "WORKDIR", "metrics.jsonl with train or val lines",
+            f"{path} with {'no lines' if not text.strip() else 'no train or val lines'}",
+            "wait until the run's first epoch ends, or pass another run folder.")
+    return run
+
+
+def _final(curve: dict[int, float] | None) -> float:
+    """The value at the last epoch; NaN when missing or non-finite (never the best)."""
+    if not curve:
+        return math.nan
+    value = curve[max(curve)]
+    return value if math.isfinite(value) else math.nan
+
+
+def best_member(run: Run) -> int | None:
+    """The member with the lowest final ``val_loss``; without val loss, the highest final
+    val accuracy-like metric; without validation, the lowest final training loss."""
+    members = run.members
+    if not members:
+        return None
+    for split in ("val", "train"):
+        logged = dict.fromkeys(k for m in members for k in run.series.get((split, m), {}))
+        candidates = [k for k in logged if k == "loss"] + [
+            k for k in logged if any(h in k for h in _HIGHER_IS_BETTER)]
+        for metric in candidates:
+            finals = np.array([_final(run.series.get((split, m), {}).get(metric))
+                               for m in members])
+            if np.isnan(finals).all():
+                continue  # every member diverged on this one: ask the next metric
+            sign = 1.0 if metric == "loss" else -1.0  # accuracy-like: higher is better
+            return members[int(np.nanargmin(sign * finals))]
+    return members[0]
+
+
+def _curve(values: dict[int, float]) -> tuple[np.ndarray, np.ndarray]:
+    epochs = np.array(sorted(values))
+    ys = np.array([values[e] for e in epochs], dtype=np.float64)
+    return epochs, np.where(np.isfinite(ys), ys, np.nan)  # inf would wreck the y-range
+
+
+def _band(run: Run, split: str, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Epochs and the per-epoch min/max over the members with a finite value there."""
+    curves = [run.series.get((split, m), {}).get(metric, {}) for m in run.members]
+    epochs = np.array(sorted({e for c in curves for e in c}))
+    grid = np.array([[c.get(e, math.nan) for e in epochs] for c in curves], dtype=np.float64)
+    finite = np.isfinite(grid)
+    lo = np.where(finite, grid, np.inf).min(axis=0)
+    hi = np.where(finite, grid, -np.inf).max(axis=0)
+    some = finite.any(axis=0)
+    return epochs, np.where(some, lo, np.nan), np.where(some, hi, np.nan)
+
+
+def _unique_names(runs: list[Run], paths: list[Path]) -> None:
+    """Two runs called ``seed0`` in different folders get their full paths as names."""
+    names = [r.name for r in runs]
+    for run, path in zip(runs, paths, strict=True):
+        if names.count(run.name) > 1:
+            run.name = str(path)
+
+
+def _metrics(runs: list[Run], metrics: Sequence[str] | None) -> list[str]:
+    known = list(dict.fromkeys(k for run in runs for k in run.metrics))
+    if metrics is None:
+        return sorted(known, key=lambda k: k != "loss")  # stable: loss first, then as logged
+    if isinstance(metrics, str):
+        metrics = [metrics]
+    # "val_loss" names the same subplot as "loss": val curves are drawn with their metric.
+    metrics = list(dict.fromkeys(m[4:] if m.startswith("val_") and m not in known else m
+                                 for m in metrics))
+    unknown = [m for m in metrics if m not in known]
+    if unknown or not metrics:
+        raise errors.input_error(
+            "metrics", f"names logged by these runs: {known}", repr(list(metrics)),
+            "pass some of those names (e.g. --metrics loss,accuracy), or leave it out for all.")
+    return list(metrics)
+
+
+def figure_runs(workdirs: Sequence[str | Path] | str | Path,
+                metrics: Sequence[str] | None = None) -> Figure:
+    """Draws the curves of ``workdirs`` into a new figure (nothing is saved or shown).
+
+    Args:
+      workdirs: run folders, each holding a metrics.jsonl.
+      metrics: names to plot (training names; ``val_`` curves come with them),
+        default all, loss first.
+
+    Returns:
+      A ``matplotlib.figure.Figure`` with one axes per metric; each run adds a
+      ``"<run> train"`` (solid) and a ``"<run> val"`` (dashed) line, or for a
+      population a band per split and the best member's lines.
+
+    Raises:
+      InputError: naming ``WORKDIR`` or ``metrics``.
+      JaxdlError: when matplotlib is not installed.
+    """
+    # Imported here: matplotlib costs most of a second, and only plotting needs it.
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as exc:  # an optional dependency: say how to get it, no traceback
+        raise errors.JaxdlError("plotting needs the 'matplotlib' package, which is not "
+                                "installed. Fix: pip install 'jaxdl[plot]' (or pip install "
+                                "matplotlib).") from exc
+
+    paths = [Path(workdirs)] if isinstance(workdirs, str | Path) else [Path(w) for w in workdirs]
+    if not paths:
+        raise errors.input_error("WORKDIR", "at least one run folder", "none",
+                                 "pass the --workdir of one or more training runs.")
+    runs = [read_run(p) for p in paths]
+    _unique_names(runs, paths)
+    names = _metrics(runs, metrics)
+
+    cols = min(len(names), 3)
+    rows = math.ceil(len(names) / cols)
+    fig = Figure(figsize=(5.0 * cols, 3.6 * rows), dpi=_DPI)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in axes[len(names):]:
+        fig.delaxes(ax)  # the unused cells of the last row
+    styles = {"train": "-", "val": "--"}
+    for ax, metric in zip(axes, names, strict=False):
+        for i, run in enumerate(runs):
+            color = f"C{i % 10}"
+            best = best_member(run)
+            for split in _SPLITS:
+                single = run.series.get((split, None), {}).get(metric)
+                if single:
+                    ax.plot(*_curve(single), styles[split], color=color,
+                            label=f"{run.name} {split}")
+                if best is None:
+                    continue
+                epochs, lo, hi = _band(run, split, metric)
+                if not len(epochs):
+                    continue
+                ax.fill_between(epochs, lo, hi, color=color, alpha=0.2 if split == "train"
+                                else 0.1, linestyle=styles[split], linewidth=0.6,
+                                label=f"{run.name} {split} (members {len(run.members)})")
+                top = run.series.get((split, best), {}).get(metric)
+                if top:
+                    ax.plot(*_curve(top), styles[split], color=color, linewidth=2.2,
+                            label=f"{run.name} {split} (best: member {best})")
+        ax.set_title(metric)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize="small")  # the same runs in every subplot: one legend is enough
+    fig.tight_layout()
+    return fig
+
+
+def plot_runs(workdirs: Sequence[str | Path] | str | Path, output: str | Path,
+              metrics: Sequence[str] | None = None) -> Path:
+    """Draws the curves of ``workdirs`` (see :func:`figure_runs`) into an image file.
+
+    Args:
+      workdirs: run folders, each holding a metrics.jsonl.
+      output: a .png (or .svg, .pdf) path; its folder is created if needed.
+      metrics: names to plot, default all, loss first.
+
+    Returns:
+      The path written.
+
+    Raises:
+      InputError: naming ``WORKDIR``, ``metrics`` or ``--output``.
+
+    Example::
+
+        plot_runs(["runs/a", "runs/b"], "runs/curves.png", metrics=["loss", "accuracy"])
+    """
+    output = Path(output)
+    if output.suffix.lower() not in _FORMATS:
+        raise errors.input_error("--output", f"an image path ending in one of {list(_FORMATS)}",
+                                 repr(str(output)), "pass e.g. --output curves.png")
+    fig = figure_runs(workdirs, metrics)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, dpi=_DPI)
+    return output
+
+
+def main_plot(workdirs: list[str], output: str | None, metrics: list[str] | None) -> int:
+    """``jaxdl plot``: writes the curves and prints the path; returns the exit code 0.
+
+    Args:
+      workdirs: run folders (the WORKDIR arguments).
+      output: the image path; None writes ``curves.png`` in the first workdir.
+      metrics: names to plot, None for all.
+    """
+    if output is None:
+        output = str(Path(workdirs[0]) / "curves.png") if workdirs else "curves.png"
+    path = plot_runs(workdirs, output, metrics)
+    print(path)
+    return 0
