@@ -4,21 +4,26 @@ A checkpoint is ``DIR/<step>/`` written by an ``orbax.checkpoint.CheckpointManag
 (async by default) with two items: ``state``, any pytree of arrays (the driver
 saves the TrainState, its PRNG key as raw key data, and the epoch's metric
 accumulators), and ``meta``, JSON (data position, history, normalization
-statistics, config) that also holds a per-leaf *digest*: path, shape, dtype and
-a position-weighted checksum of the bytes, computed on device.
+statistics, config) that also records each leaf's path, shape and dtype. A
+position-weighted checksum of every leaf's bytes is computed on device while
+Orbax writes, and stored beside the step as ``<step>.digest.json``.
 
 Orbax commits atomically but keeps no data checksum and has no fallback: on
-restore the digest is checked first against the target's structure (a changed
+restore the recorded structure is checked first against the target's (a changed
 model is an error listing the differing leaves, raised before anything is
-allocated), then against the restored bytes. A checkpoint that fails to load or
+allocated), then the checksums against the restored bytes. A checkpoint that fails to load or
 verify is renamed aside to ``<step>.corrupt-<utc>`` (kept, out of Orbax's step
 list) with a warning, and the next older one is tried.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
+import json
+import os
+import threading
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -75,16 +80,22 @@ def checksums(tree: Any) -> Any:
     return jax.tree.map(one, tree)
 
 
+def structure(tree: Any) -> dict[str, dict[str, Any]]:
+    """JSON-safe ``{path: {"shape", "dtype"}}`` of a pytree (host-side, no device work)."""
+    return {jax.tree_util.keystr(path): {"shape": list(leaf.shape), "dtype": str(leaf.dtype)}
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def fetch_checksums(sums: Any) -> dict[str, list[int]]:
+    """``{path: [sum, weighted sum]}`` from the (possibly still computing) :func:`checksums`."""
+    return {jax.tree_util.keystr(path): [int(v) for v in value]
+            for path, value in jax.tree_util.tree_flatten_with_path(jax.device_get(sums))[0]}
+
+
 def digest(tree: Any) -> dict[str, dict[str, Any]]:
     """JSON-safe ``{path: {"shape", "dtype", "checksum"}}`` of a pytree of arrays."""
-    sums = jax.device_get(checksums(tree))
-    out = {}
-    for (path, leaf), (_, value) in zip(jax.tree_util.tree_flatten_with_path(tree)[0],
-                                        jax.tree_util.tree_flatten_with_path(sums)[0],
-                                        strict=True):
-        out[jax.tree_util.keystr(path)] = {"shape": list(leaf.shape), "dtype": str(leaf.dtype),
-                                           "checksum": [int(v) for v in value]}
-    return out
+    sums = fetch_checksums(checksums(tree))
+    return {path: {**entry, "checksum": sums[path]} for path, entry in structure(tree).items()}
 
 
 def _structure(tree: Any) -> dict[str, tuple[list[int], str]]:
@@ -169,6 +180,8 @@ class Checkpointer:
                                          f"{e}") from None
         self._ocp = ocp
         self.best_metric = best_metric
+        self._thread: threading.Thread | None = None
+        self._thread_error: Exception | None = None
 
     @property
     def steps(self) -> list[int]:
@@ -177,13 +190,18 @@ class Checkpointer:
 
     def save(self, step: int, tree: Any, meta: dict[str, Any],
              metrics: dict[str, float] | None = None) -> None:
-        """Starts writing ``tree`` and ``meta`` (plus the tree's digest) as ``step``.
+        """Starts writing ``tree`` and ``meta`` as ``step``; returns without waiting.
 
-        Raises :class:`jaxdl.errors.CheckpointError` if this or a previous
-        background save failed (Orbax reports those at the next call).
+        The checksums are dispatched to the device and written by a background
+        thread to ``<step>.digest.json`` beside the step, so the training loop
+        only waits for Orbax's own copy of the arrays. Raises
+        :class:`jaxdl.errors.CheckpointError` if this or a previous background
+        save failed (Orbax reports those at the next call).
         """
         ocp = self._ocp
-        meta = {**meta, "digest": digest(tree)}
+        self._join()
+        sums = checksums(tree)  # asynchronous: read before the next dispatch reuses buffers
+        meta = {**meta, "structure": structure(tree)}
         if self.best_metric and (metrics is None or self.best_metric not in metrics):
             metrics = None
         try:
@@ -192,13 +210,42 @@ class Checkpointer:
                 metrics=metrics, force=True)
         except Exception as e:
             raise self._failed(step, e) from None
+        self._thread = threading.Thread(target=self._write_digest, args=(step, sums),
+                                        name=f"jaxdl-digest-{step}", daemon=True)
+        self._thread.start()
+
+    def _digest_file(self, step: int) -> Path:
+        return self.directory / f"{step}.digest.json"
+
+    def _write_digest(self, step: int, sums: Any) -> None:
+        try:
+            path = self._digest_file(step)
+            temporary = path.with_suffix(".tmp")
+            temporary.write_text(json.dumps(fetch_checksums(sums)))
+            os.replace(temporary, path)  # atomic: a digest file is whole or absent
+        except Exception as e:  # reported by the next save() or wait()
+            self._thread_error = e
+
+    def _join(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        error, self._thread_error = self._thread_error, None
+        if error is not None:
+            raise self._failed(None, error)
+        for digest_file in self.directory.glob("*.digest.json"):  # of deleted steps
+            if not (self.directory / digest_file.name.split(".")[0]).exists():
+                digest_file.unlink(missing_ok=True)
 
     def wait(self) -> None:
         """Blocks until every save has committed; raises CheckpointError if one failed."""
         try:
             self._manager.wait_until_finished()
         except Exception as e:
+            with contextlib.suppress(errors.CheckpointError):  # report Orbax's error, once
+                self._join()
             raise self._failed(None, e) from None
+        self._join()
 
     def _failed(self, step: int | None, error: Exception) -> errors.CheckpointError:
         which = f"checkpoint {step}" if step is not None else "a checkpoint"
@@ -227,9 +274,11 @@ class Checkpointer:
         aside = self.directory / f"{step}.corrupt-{stamp}"
         if source.exists():
             source.rename(aside)
+        if self._digest_file(step).exists():
+            self._digest_file(step).rename(self.directory / f"{aside.name}.digest.json")
         self._manager.reload()
         warnings.warn(f"checkpoint {step} under {self.directory} is unusable "
-                      f"({type(error).__name__}: {str(error)[:300]}); renamed it to "
+                      f"({type(error).__name__}: {errors.first_sentence(error)}); renamed it to "
                       f"{aside.name} and trying the previous one.", stacklevel=3)
 
     def restore(self, target: Any, partial: bool = False
@@ -255,9 +304,9 @@ class Checkpointer:
         for step in reversed(self.steps):
             try:
                 meta = self.read_meta(step)
-                saved = meta["digest"]
+                saved = meta["structure"]
             except Exception as e:
-                tried.append(f"{step}: {type(e).__name__}")
+                tried.append(f"{step}: {type(e).__name__} ({errors.first_sentence(e, 80)})")
                 self._set_aside(step, e)
                 continue
             mismatch = structure_mismatch(saved, target, partial)
@@ -265,8 +314,8 @@ class Checkpointer:
                 raise errors.input_error(
                     "checkpoint", f"a checkpoint of this model (step {step} under "
                     f"{self.directory})", "different leaves: " + "; ".join(mismatch[:20]),
-                    "restore with the config the run was started with, or pass a new "
-                    "--workdir to start over")
+                    "restore with the config the run was started with, or use a new "
+                    "directory (--workdir on the command line) to start over")
             try:
                 tree = self._read(step, _placed(target), partial)
             except Exception as e:
@@ -275,11 +324,17 @@ class Checkpointer:
                         "target shardings", "shardings this checkpoint can be placed on",
                         f"{type(e).__name__}: {str(e)[:300]}",
                         "check the mesh and partition rules of the restore target") from None
-                tried.append(f"{step}: {type(e).__name__}")
+                tried.append(f"{step}: {type(e).__name__} ({errors.first_sentence(e, 80)})")
                 self._set_aside(step, e)
                 continue
-            bad = [path for path, entry in digest(tree).items()
-                   if entry["checksum"] != saved[path]["checksum"]]
+            expected = self._expected_checksums(step)
+            if expected is None:
+                warnings.warn(f"checkpoint {step} under {self.directory} has no digest (the "
+                              "process stopped right after saving it); restored without "
+                              "verifying its bytes.", stacklevel=2)
+                return tree, meta, step
+            actual = fetch_checksums(checksums(tree))
+            bad = [path for path, value in actual.items() if expected.get(path) != value]
             if bad:
                 error = ValueError(f"checksum mismatch in {', '.join(bad[:5])}")
                 tried.append(f"{step}: checksum mismatch")
@@ -289,9 +344,19 @@ class Checkpointer:
         if tried:
             raise errors.CheckpointError(
                 f"no usable checkpoint under {self.directory}: tried {', '.join(tried)} "
-                "(renamed aside as <step>.corrupt-<time>). Fix: pass a new --workdir to start "
-                "over, or restore a copy of a good checkpoint into that directory.")
+                "(renamed aside as <step>.corrupt-<time>). Fix: use a new directory (--workdir "
+                "on the command line) to start over, or restore a copy of a good checkpoint "
+                "into that directory.")
         return None
+
+    def _expected_checksums(self, step: int) -> dict[str, list[int]] | None:
+        path = self._digest_file(step)
+        if not path.exists():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except ValueError:  # a damaged digest file: the bytes cannot be vouched for
+            return {}
 
     def _read(self, step: int, placed: Any, partial: bool) -> Any:
         ocp = self._ocp

@@ -35,6 +35,16 @@ def describe(value: Any, limit: int = 80) -> str:
     return f"{text} ({type(value).__name__})"
 
 
+def first_sentence(error: BaseException, limit: int = 160) -> str:
+    """The first sentence of an exception's text, for quoting a library inside our message."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    for end in (". ", "; "):
+        if end in text[:limit]:
+            text = text[: text.index(end)]
+            break
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def message(argument: str, expected: str, given: str, fix: str) -> str:
     """Formats the kit's one error shape: argument, expected, given, fix."""
     return f"argument '{argument}': expected {expected}, got {given}. Fix: {fix}"

@@ -154,10 +154,10 @@ def output_shape(programs: Programs, state: TrainState, x: np.ndarray,
     try:
         return tuple(programs.abstract("outputs", programs.outputs, state, spec).shape[1:])
     except Exception as e:  # flax/XLA shape errors: restate them in the user's terms
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise errors.input_error(
             argument, "examples whose shape the model accepts (the shape it was initialized "
-            "with)", f"examples of shape {x.shape[1:]} (the model said: {first[:200]})",
+            "with)",
+            f"examples of shape {x.shape[1:]} (the model said: {errors.first_sentence(e)})",
             "pass data with the same feature count as the sample given to init(), or "
             "re-initialize the model on this data") from None
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import signal
 import sys
 import threading
@@ -39,6 +40,36 @@ from jaxdl import errors
 WRITERS = ("jsonl", "tensorboard", "csv")
 
 
+# Library arguments -> the config keys that set them, so errors raised while building a run
+# from a config name what the user typed (--config.data.name), not a Python parameter.
+CONFIG_KEYS = {
+    "name": "data.name", "val_fraction": "data.val_fraction",
+    "test_fraction": "data.test_fraction", "val_fraction + test_fraction": "data.val_fraction",
+    "loss": "loss", "metrics": "metrics", "optimizer": "optimizer.name",
+    "optimizer options": "optimizer", "learning_rate": "optimizer.learning_rate",
+    "schedule": "optimizer.schedule", "warmup_steps": "optimizer.warmup_steps",
+    "decay_steps": "optimizer.decay_steps", "weight_decay": "optimizer.weight_decay",
+    "l2": "optimizer.l2", "clip_norm": "optimizer.clip_norm", "model": "model",
+    "model.name": "model.name", "activation": "model.activation", "nan_policy": "nan_policy",
+    "steps_per_dispatch": "steps_per_dispatch", "batch_size": "batch_size",
+    "epochs": "epochs", "keep": "checkpoint.keep",
+}
+
+
+@contextlib.contextmanager
+def config_errors() -> Iterator[None]:
+    """Re-labels the kit's errors raised while building from a config with ``--config.KEY``."""
+    try:
+        yield
+    except errors.InputError as e:
+        text = str(e)
+        match = re.match(r"argument '([^']+)'", text)
+        if match and match.group(1) in CONFIG_KEYS:
+            key = CONFIG_KEYS[match.group(1)]
+            raise type(e)(f"argument '--config.{key}'" + text[match.end():]) from None
+        raise
+
+
 def _model(config: ml_collections.ConfigDict):
     from jaxdl import models
 
@@ -51,6 +82,13 @@ def _optimizer(config: ml_collections.ConfigDict, total_steps: int):
     from jaxdl import optim
 
     opt = config.optimizer
+    warmup = opt.get("warmup_steps", 0)
+    if opt.get("schedule", "constant") in ("cosine", "warmup_cosine") and warmup >= total_steps:
+        raise errors.input_error(
+            "--config.optimizer.warmup_steps",
+            f"fewer steps than the run has ({total_steps} = {config.epochs} epochs x "
+            f"{total_steps // max(config.epochs, 1)} steps)", repr(warmup),
+            "lower --config.optimizer.warmup_steps or raise --config.epochs")
     schedule = optim.make_schedule(
         opt.get("schedule", "constant"), opt.learning_rate, total_steps=total_steps,
         warmup_steps=opt.get("warmup_steps", 0), decay_steps=opt.get("decay_steps", None),
@@ -161,10 +199,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
 
     cache = perf.CacheCounter()
     workdir = Path(workdir)
+    for key in ("batch_size", "epochs"):
+        value = config.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < (key == "batch_size"):
+            raise errors.input_error(f"--config.{key}", f"an integer >= {int(key == 'batch_size')}",
+                                     repr(value), f"pass e.g. --config.{key}="
+                                     f"{32 if key == 'batch_size' else 10}")
+    with config_errors():
+        data, x_train, y_train = _load_data(config, quiet)
+        steps_per_epoch = arrays.steps_per_epoch(len(x_train), config.batch_size)
+        trainer = build_trainer(config, steps_per_epoch)
     resuming = _prepare_workdir(workdir, config)
-    data, x_train, y_train = _load_data(config, quiet)
-    steps_per_epoch = arrays.steps_per_epoch(len(x_train), config.batch_size)
-    trainer = build_trainer(config, steps_per_epoch)
     state = trainer.init(jax.random.key(config.seed), x_train[:1])
 
     jsonl = writers.JsonlWriter(workdir / "metrics.jsonl")  # always: resume and plot read it
@@ -197,14 +242,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
         if resuming and checkpointer.steps and not quiet:
             print(f"resuming from {workdir / 'checkpoints'} (steps {checkpointer.steps})",
                   file=sys.stderr)
-        state, history = trainer.fit(
-            state, x_train, y_train, epochs=config.epochs, batch_size=config.batch_size,
-            validation_data=validation, shuffle=config.get("shuffle", True), seed=config.seed,
-            callbacks=callbacks, steps_per_dispatch=config.get("steps_per_dispatch", "auto"),
-            verbose=0, checkpointing=checkpoint.Checkpointing(
-                checkpointer, every_epochs=ckpt_cfg.get("every_epochs", 0) or None,
-                every_steps=ckpt_cfg.get("every_steps", 0) or None, meta=meta,
-                stop_requested=stop_requested))
+        checkpointing = checkpoint.Checkpointing(
+            checkpointer, every_epochs=ckpt_cfg.get("every_epochs", 0) or None,
+            every_steps=ckpt_cfg.get("every_steps", 0) or None, meta=meta,
+            stop_requested=stop_requested)
+        with config_errors():
+            state, history = trainer.fit(
+                state, x_train, y_train, epochs=config.epochs, batch_size=config.batch_size,
+                validation_data=validation, shuffle=config.get("shuffle", True),
+                seed=config.seed, callbacks=callbacks, verbose=0,
+                steps_per_dispatch=config.get("steps_per_dispatch", "auto"),
+                checkpointing=checkpointing)
     results = trainer.evaluate(state, data.x_test, data.y_test, batch_size=config.batch_size)
     epochs_run = len(next(iter(history.values()), []))
     step = int(state.step)
@@ -233,12 +281,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
 
 
 def _read_inputs(path: Path) -> np.ndarray:
-    if path.suffix == ".npy":
-        return np.load(path, allow_pickle=False)
+    """Numbers from a .npy (no pickle) or a .csv (one optional header row); finite."""
     try:
-        return np.loadtxt(path, delimiter=",", dtype=np.float32, ndmin=2)
-    except ValueError:  # a header row
-        return np.loadtxt(path, delimiter=",", dtype=np.float32, ndmin=2, skiprows=1)
+        if path.suffix == ".npy":
+            x = np.load(path, allow_pickle=False)
+            if x.dtype.kind not in "biuf":
+                raise ValueError(f"an array of dtype {x.dtype}")
+        else:
+            try:
+                x = np.loadtxt(path, delimiter=",", dtype=np.float32, ndmin=2)
+            except ValueError:  # a header row
+                x = np.loadtxt(path, delimiter=",", dtype=np.float32, ndmin=2, skiprows=1)
+    except ValueError as e:
+        if path.suffix == ".npy":  # numpy's own text would suggest loading it unsafely
+            what, given = ("a .npy file of numbers written by np.save",
+                           f"{path.name}, which is not a plain numeric .npy file")
+        else:
+            what = "a .csv of numbers (one optional header row)"
+            given = f"{path.name}: {str(e).splitlines()[0][:120].rstrip('.')}"
+        raise errors.input_error("--input", what, given, "keep numeric columns only, e.g. "
+                                 "np.save(path, x.astype('float32'))") from None
+    rows = ~np.isfinite(np.asarray(x, np.float64).reshape(len(x), -1)).all(axis=1)
+    if rows.any():
+        raise errors.input_error("--input", "finite values (no NaN or inf)",
+                                 f"{int(rows.sum())} row(s) with NaN/inf, first at row "
+                                 f"{int(np.argmax(rows))} of {path.name}",
+                                 "drop or fill those rows before predicting")
+    return x
 
 
 def restore_from_workdir(workdir: str | Path):

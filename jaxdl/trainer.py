@@ -115,7 +115,7 @@ class Trainer:
         except Exception as e:
             raise errors.input_error("sample_x", "a batch the model can be applied to",
                                      f"{errors.describe(sample)} (the model said: "
-                                     f"{str(e).strip().splitlines()[0][:200]})",
+                                     f"{errors.first_sentence(e)})",
                                      "pass a slice of the training inputs, e.g. x[:1]") from None
         return self._init(key, sample)
 

@@ -42,7 +42,7 @@ def test_random_flip_flips_or_keeps_each_image():
     kept = [bool(jnp.array_equal(o, i)) for o, i in zip(out, images, strict=True)]
     assert all(f or k for f, k in zip(flipped, kept, strict=True))
     assert 0 < sum(flipped) < 32
-    with pytest.raises(AssertionError):
+    with pytest.raises(ValueError, match=r"argument 'x': expected images \[B, H, W, C\]"):
         augment.random_flip()(KEY, jnp.zeros((3, 4)), jnp.zeros(3))
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import chex
 import jax
 import jax.numpy as jnp
 
@@ -28,6 +27,15 @@ def _per_example(op: Callable[[jax.Array, jax.Array], jax.Array]) -> Augment:
         return jax.vmap(op)(keys, x), y
 
     return aug
+
+
+def _images(x: jax.Array, name: str) -> None:
+    """Trace-time check that ``x`` is a batch of images [B, H, W, C]."""
+    if x.ndim != 4:
+        raise errors.input_error("x", f"images [B, H, W, C] for {name}",
+                                 f"inputs of shape {tuple(x.shape)}",
+                                 "use gaussian_noise/feature_dropout for tabular data, or "
+                                 "reshape the inputs to [n, H, W, C]")
 
 
 def _check(condition: bool, argument: str, expected: str, value, fix: str) -> None:
@@ -65,7 +73,7 @@ def random_flip(horizontal: bool = True, vertical: bool = False) -> Augment:
     per_example = _per_example(op)
 
     def aug(key, x, y):
-        chex.assert_rank(x, 4)
+        _images(x, "random_flip")
         return per_example(key, x, y)
 
     return aug
@@ -91,7 +99,7 @@ def random_crop(padding: int, mode: str = "constant") -> Augment:
     per_example = _per_example(op)
 
     def aug(key, x, y):
-        chex.assert_rank(x, 4)
+        _images(x, "random_crop")
         return per_example(key, x, y)
 
     return aug

@@ -1,0 +1,533 @@
+"""The error catalogue: every user-facing error of docs/errors.md, triggered for real.
+
+One test per catalogue entry (E001, E002, ...). An API entry must raise its exception type with
+the kit's message shape (``argument 'X': expected ..., got .... Fix: ...``); a CLI entry runs
+``jaxdl.cli.main`` in-process and must exit 2 with one ``jaxdl: error:`` line on stderr and no
+traceback. Either way the message must match the one printed in docs/errors.md, where ``...``
+stands for any text; and the doc and this table must list the same IDs, so they cannot drift.
+
+An entry with ``gap`` set is a known unclear error: its test is a strict xfail that expects the
+planned behaviour (the doc shows the planned message and says "Known gap"). Fix the code, drop
+``gap`` and the doc's "Known gap" line together.
+
+``python tests/test_error_catalogue.py`` prints the real message of every entry (to refresh the
+doc).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import pathlib
+import re
+import shutil
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxdl as jdl
+from jaxdl import cli, compilation_cache, optim
+from jaxdl import config as config_lib
+from jaxdl.checkpoint import Checkpointer
+from jaxdl.data import augment
+from jaxdl.errors import CheckpointError, InputError, InputTypeError, NonFiniteError
+
+DOC = pathlib.Path(__file__).resolve().parents[1] / "docs" / "errors.md"
+SHAPE = re.compile(r"argument '[^']+': expected .+, got .+\. Fix: .+", re.S)
+CLI_ERROR_LINE = re.compile(r"jaxdl( \w+)?: error: ")
+# E043/E068 damage checkpoints on purpose: the kit warns once per checkpoint it sets aside.
+pytestmark = pytest.mark.filterwarnings("ignore:checkpoint .* is unusable:UserWarning")
+
+
+class Ctx:
+    """What the triggers share: one small binary Trainer and its state, data, a scratch folder,
+    and (built on first use) one finished `jaxdl train` run."""
+
+    def __init__(self, trainer: jdl.Trainer, state: jdl.TrainState, x: np.ndarray,
+                 y: np.ndarray, tmp: pathlib.Path):
+        self.trainer, self.state, self.x, self.y, self.tmp = trainer, state, x, y, tmp
+
+    def fit(self, x: Any = None, y: Any = None, **kwargs: Any) -> Any:
+        """``trainer.fit`` on the shared data with one small epoch, silently."""
+        kwargs = {"epochs": 1, "batch_size": 50, "verbose": 0, **kwargs}
+        return self.trainer.fit(self.state, self.x if x is None else x,
+                                self.y if y is None else y, **kwargs)
+
+    def fit_with(self, **trainer_kwargs: Any) -> Any:
+        """A fit with another Trainer of the same model and optimizer (the state fits it)."""
+        trainer_kwargs = {"loss": "binary_crossentropy", **trainer_kwargs}
+        trainer = jdl.Trainer(jdl.models.MLP(features=(16, 1)), **trainer_kwargs)
+        return trainer.fit(self.state, self.x, self.y, epochs=1, batch_size=50, verbose=0)
+
+    def check_labels(self, features: tuple[int, ...], loss: str, y: Any) -> Any:
+        """``evaluate`` on a model of these output ``features``: labels are checked against
+        its output shape before anything compiles (the state is abstract)."""
+        trainer = jdl.Trainer(jdl.models.MLP(features=features), loss=loss)
+        return trainer.evaluate(trainer.abstract_state(self.x), self.x, y)
+
+    def file(self, name: str, write: Callable[[pathlib.Path], Any] | str = "") -> str:
+        path = self.tmp / name
+        if path.exists():
+            pass
+        elif callable(write):
+            write(path)
+        else:
+            path.write_text(write)
+        return str(path)
+
+    def folder(self, name: str) -> str:
+        path = self.tmp / name
+        path.mkdir(exist_ok=True)
+        return str(path)
+
+    @functools.cached_property
+    def run(self) -> str:
+        """A finished one-epoch run of the default experiment (the file's one CLI training)."""
+        workdir = self.tmp / "run"
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv(compilation_cache.ENV_VAR, "off")
+            code = cli.main(["train", "--workdir", str(workdir), "--config.epochs=1", "--quiet"])
+        assert code == 0 and (workdir / "config.json").exists()
+        return str(workdir)
+
+    def run_copy(self, name: str, keep_checkpoints: bool) -> str:
+        """A copy of :attr:`run` (to damage), or just its config.json."""
+        target = self.tmp / name
+        if not target.exists():
+            if keep_checkpoints:
+                shutil.copytree(self.run, target)
+            else:
+                target.mkdir()
+                shutil.copy(pathlib.Path(self.run) / "config.json", target / "config.json")
+        return str(target)
+
+
+# --- triggers that need more than one line -------------------------------------------------------
+
+
+def _with_nan(c: Ctx) -> np.ndarray:
+    x = c.x.copy()
+    x[7, 2] = np.nan
+    return x
+
+
+def _nan_loss(outputs: jax.Array, labels: jax.Array) -> jax.Array:
+    return outputs[:, 0] * jnp.nan
+
+
+def _tiny_tree(size: int = 4096) -> dict[str, jax.Array]:
+    return {"w": jnp.arange(size, dtype=jnp.float32)}
+
+
+def _saved_checkpoints(c: Ctx, name: str) -> pathlib.Path:
+    directory = c.tmp / name
+    with Checkpointer(directory, keep=5, async_save=False) as ckpt:
+        for step in (1, 2):
+            ckpt.save(step, _tiny_tree(), {"epoch": step})
+    return directory
+
+
+def _damage(step_dirs: list[pathlib.Path]) -> None:
+    """Deletes the largest file of each checkpoint's state."""
+    for step_dir in step_dirs:
+        files = [p for p in (step_dir / "state").rglob("*") if p.is_file()]
+        max(files, key=lambda p: p.stat().st_size).unlink()
+
+
+def _all_corrupt(c: Ctx) -> None:
+    directory = _saved_checkpoints(c, "ckpt_corrupt")
+    _damage([directory / "1", directory / "2"])
+    with Checkpointer(directory) as ckpt, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "checkpoint N ... is unusable": one per step
+        ckpt.restore(jax.eval_shape(_tiny_tree))
+
+
+def _changed_model(c: Ctx) -> None:
+    directory = _saved_checkpoints(c, "ckpt_changed")
+    with Checkpointer(directory) as ckpt:
+        ckpt.restore(jax.eval_shape(functools.partial(_tiny_tree, 2048)))
+
+
+def _corrupt_run(c: Ctx) -> list[str]:
+    workdir = c.tmp / "run_corrupt"
+    if not workdir.exists():
+        c.run_copy("run_corrupt", keep_checkpoints=True)
+        _damage([p for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()])
+    return ["evaluate", "--workdir", str(workdir)]
+
+
+def _csv(rows: np.ndarray) -> Callable[[pathlib.Path], None]:
+    return lambda path: np.savetxt(path, rows, delimiter=",")
+
+
+def _nan_rows() -> np.ndarray:
+    rows = np.zeros((3, 30))
+    rows[1, 2] = np.nan
+    return rows
+
+
+# --- the catalogue -------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One catalogue entry.
+
+    Attributes:
+      id: "E001", ...; a section of docs/errors.md has the same ID.
+      trigger: API: ``trigger(ctx)`` raises the error. CLI: ``trigger(ctx)`` returns the argv.
+      raises: the exception type (API entries); None for CLI entries.
+      match: a regex the message must contain.
+      shaped: the message has the argument/expected/got/Fix shape (False for errors that are not
+        about one argument, such as CheckpointError: those must still say "Fix:").
+      gap: a known unclear error (strict xfail); the reason says what is wrong today.
+    """
+
+    id: str
+    trigger: Callable[[Ctx], Any]
+    raises: type[Exception] | None
+    match: str
+    shaped: bool = True
+    gap: str | None = None
+
+    @property
+    def cli(self) -> bool:
+        return self.raises is None
+
+
+CLI = None  # the `raises` of a CLI entry: it exits with code 2 instead
+CATALOGUE: list[Entry] = [
+    # data given to fit / evaluate / predict
+    Entry("E001", lambda c: c.fit(x=c.x[:, :5]), InputError,
+          r"argument 'x': .*got examples of shape \(5,\)"),
+    Entry("E002", lambda c: c.fit(x=c.x.astype(str)), InputTypeError,
+          r"argument 'x': expected numeric values, got dtype <U"),
+    Entry("E003", lambda c: c.fit(x=_with_nan(c)), InputError,
+          r"argument 'x': expected finite values.*first at row 7.*jdl\.data\.clean\(x, y\)"),
+    Entry("E004", lambda c: c.fit(x=c.x[:0], y=c.y[:0]), InputError,
+          r"argument 'x': expected at least one example"),
+    Entry("E005", lambda c: c.fit(y=c.y[:-1]), InputError,
+          r"argument 'y': expected one label per example of x \(100\), got 99 labels"),
+    Entry("E006", lambda c: c.fit(y=c.y + 1), InputError,
+          r"argument 'y': expected labels in \[0, 1\] for binary_crossentropy"),
+    Entry("E007", lambda c: c.fit(validation_data=(c.x[:10, :5], c.y[:10])), InputError,
+          r"argument 'validation_data\[0\]': .*shape \(5,\)"),
+    Entry("E008", lambda c: c.fit(validation_data=c.x[:10]), InputTypeError,
+          r"argument 'validation_data': expected a pair \(x_val, y_val\)"),
+    Entry("E009", lambda c: c.fit(validation_split=1.5), InputError,
+          r"argument 'validation_split': expected a float in \[0, 1\), got 1\.5"),
+    Entry("E010", lambda c: c.fit(batch_size=0), InputError,
+          r"argument 'batch_size': expected an integer >= 1, got 0"),
+    Entry("E011", lambda c: c.fit(steps_per_dispatch=0), InputError,
+          r"argument 'steps_per_dispatch': .*got 0\. Fix: .*'epoch' or 'auto'"),
+    Entry("E012", lambda c: c.fit(epochs=-1), InputError,
+          r"argument 'epochs': expected an integer >= 0, got -1"),
+    Entry("E013", lambda c: c.trainer.fit({}, c.x, c.y), InputTypeError,
+          r"argument 'state': expected a jdl\.TrainState"),
+    Entry("E014", lambda c: c.trainer.predict(c.state, c.x[:, :3]), InputError,
+          r"argument 'x': .*got examples of shape \(3,\)"),
+    # model, loss and metrics that do not fit together
+    Entry("E015", lambda c: c.check_labels((10,), "binary_crossentropy", c.y), InputError,
+          r"argument 'y': expected 10 label value\(s\) .*output shape \(10,\)"),
+    Entry("E016", lambda c: c.check_labels((3,), "categorical_crossentropy", c.y), InputError,
+          r"argument 'y': expected one-hot labels of shape \(n, 3\).*sparse_categorical"),
+    Entry("E017", lambda c: c.check_labels((3,), "sparse_categorical_crossentropy",
+                                           np.arange(100)), InputError,
+          r"argument 'y': expected class labels in \[0, 2\] .*got labels from 0 to 99"),
+    Entry("E018", lambda c: c.check_labels((3,), "sparse_categorical_crossentropy",
+                                           np.full(100, 0.5)), InputError,
+          r"argument 'y': expected integer class labels, got non-integer float labels"),
+    Entry("E019", lambda c: jdl.Trainer(jdl.models.MLP(features=(3,)), metrics=["auc"],
+                                        loss="sparse_categorical_crossentropy"), InputError,
+          r"argument 'metrics': expected metric 'auc' to be used with a binary loss"),
+    Entry("E020", lambda c: jdl.Trainer(jdl.models.MLP(), loss="mse", metrics=["accuracy"]),
+          InputError, r"argument 'metrics': expected metric 'accuracy' .*classification loss"),
+    Entry("E021", lambda c: jdl.Trainer(jdl.models.MLP, loss="mse"), InputTypeError,
+          r"argument 'model': .*got the class MLP\. Fix: instantiate it"),
+    # names, each with the closest known one
+    Entry("E022", lambda c: jdl.Trainer(jdl.models.MLP(), loss="binary_crossentropyy"),
+          InputError, r"argument 'loss': .*did you mean 'binary_crossentropy'\?"),
+    Entry("E023", lambda c: jdl.Trainer(jdl.models.MLP(), loss="mse", metrics=["maee"]),
+          InputError, r"argument 'metrics': .*did you mean 'mae'\?"),
+    Entry("E024", lambda c: jdl.Trainer(jdl.models.MLP(), loss="mse", optimizer="adamm"),
+          InputError, r"argument 'optimizer': .*did you mean 'adam'\?"),
+    Entry("E025", lambda c: jdl.Trainer(jdl.models.MLP(activation="rleu"), loss="mse")
+          .init(0, c.x[:1]), InputError, r"argument 'activation': .*did you mean 'relu'\?"),
+    Entry("E026", lambda c: jdl.models.get("mpl"), InputError,
+          r"argument 'model\.name': .*did you mean 'mlp'\?"),
+    Entry("E027", lambda c: jdl.data.load("iriss"), InputError,
+          r"argument 'name': .*dataset names.*did you mean 'iris'\?"),
+    Entry("E028", lambda c: optim.make_schedule("cosin"), InputError,
+          r"argument 'schedule': .*did you mean 'cosine'\?"),
+    Entry("E029", lambda c: jdl.Trainer(jdl.models.MLP(), loss="mse", nan_policy="skipp"),
+          InputError, r"argument 'nan_policy': .*did you mean 'skip'\?"),
+    Entry("E030", lambda c: jdl.data.clean(c.x, nonfinite="dropp"), InputError,
+          r"argument 'nonfinite': .*did you mean 'drop'\?"),
+    # optimizer options
+    Entry("E031", lambda c: optim.make_optimizer("adamw", weight_decay=-1e-4), InputError,
+          r"argument 'weight_decay': expected a float >= 0, got -0\.0001"),
+    Entry("E032", lambda c: jdl.Trainer(jdl.models.MLP(), loss="mse", learning_rate=0.0),
+          InputError, r"argument 'learning_rate': expected a positive float, got 0\.0"),
+    Entry("E033", lambda c: optim.make_schedule("cosine", 1e-3), InputError,
+          r"argument 'total_steps': .*'cosine' schedule, got None"),
+    Entry("E034", lambda c: optim.make_schedule("step", 1e-3), InputError,
+          r"argument 'decay_steps': expected an integer >= 1 for the 'step' schedule"),
+    Entry("E035", lambda c: optim.make_optimizer("adam", clip_norm=-1.0), InputError,
+          r"argument 'clip_norm': expected a positive float or None, got -1\.0"),
+    # experiment configs (the functions behind `jaxdl train --config ... --config.KEY=VALUE`)
+    Entry("E036", lambda c: config_lib.apply_overrides(
+        config_lib.load_config(config_lib.default_config_path()), {"optimizer.lr": "1"}),
+        InputError, r"argument '--config\.optimizer\.lr': .*did you mean "
+                    r"'optimizer\.learning_rate'"),
+    Entry("E037", lambda c: config_lib.apply_overrides(
+        config_lib.load_config(config_lib.default_config_path()), {"epochs": "ten"}),
+        InputError, r"argument '--config\.epochs': expected an int.*got 'ten' \(str\)"),
+    Entry("E038", lambda c: config_lib.apply_overrides(
+        config_lib.load_config(config_lib.default_config_path()), {"model": "mlp"}),
+        InputError, r"argument '--config\.model': expected a value for one of the group's keys"),
+    Entry("E039", lambda c: config_lib.load_config(c.tmp / "missing.py"), InputError,
+          r"argument '--config': .*which does not exist\. Fix: .*experiment file"),
+    Entry("E040", lambda c: config_lib.load_config(c.file("config.yaml", "epochs: 1\n")),
+          InputError, r"argument '--config': .*not a \.py file"),
+    Entry("E041", lambda c: config_lib.load_config(c.file("no_get.py", "EPOCHS = 1\n")),
+          InputError, r"argument '--config': .*which has no get_config function"),
+    Entry("E042", lambda c: config_lib.load_config(c.file("broken.py", "import nope_nope\n")),
+          InputError, r"argument '--config': expected a config file that imports cleanly, "
+                      r"got ModuleNotFoundError: .*line 1\)"),
+    # checkpoints
+    Entry("E043", _all_corrupt, CheckpointError,
+          r"no usable checkpoint under .*: tried 2: \w+ .*, 1: \w+ .*Fix: ", shaped=False),
+    Entry("E044", _changed_model, InputError,
+          r"argument 'checkpoint': .*different leaves: \['w'\]: checkpoint \[4096\] float32, "
+          r"model \[2048\] float32"),
+    # augmentations
+    Entry("E045", lambda c: augment.feature_dropout(1.5), InputError,
+          r"argument 'rate': expected a float in \[0, 1\), got 1\.5"),
+    Entry("E046", lambda c: augment.random_crop(-1), InputError,
+          r"argument 'padding': expected an integer >= 0, got -1"),
+    Entry("E047", lambda c: augment.gaussian_noise(-0.1), InputError,
+          r"argument 'stddev': expected a float >= 0, got -0\.1"),
+    Entry("E048", lambda c: augment.mixup(0), InputError,
+          r"argument 'alpha': expected a float > 0, got 0"),
+    Entry("E049", lambda c: c.fit_with(augment=augment.random_flip()), InputError,
+          r"argument 'x': expected images \[B, H, W, C\]"),
+    Entry("E050", lambda c: c.fit_with(augment=augment.mixup(0.2)), InputError,
+          r"argument 'y': expected float labels for mixup"),
+    # bundled data sets
+    Entry("E051", lambda c: jdl.data.load("iris", val_fraction=1.2), InputError,
+          r"argument 'val_fraction': expected a float in \[0, 1\), got 1\.2"),
+    Entry("E052", lambda c: jdl.data.load("iris", val_fraction=0.5, test_fraction=0.5),
+          InputError, r"argument 'val_fraction \+ test_fraction': expected a sum below 1"),
+    Entry("E053", lambda c: jdl.data.load("iris", images=True), InputError,
+          r"argument 'images': expected images=True only with name='digits'"),
+    # transforms and callbacks
+    Entry("E054", lambda c: jdl.data.Standardizer.fit(c.x)(c.x[:, :5]), InputError,
+          r"argument 'x': expected examples of shape \(8,\) \(what the Standardizer"),
+    Entry("E055", lambda c: jdl.EarlyStopping(mode="maxx"), InputError,
+          r"argument 'mode': expected 'auto', 'min' or 'max', got 'maxx'"),
+    Entry("E056", lambda c: jdl.ReduceLROnPlateau(factor=2.0), InputError,
+          r"argument 'factor': expected a float in \(0, 1\), got 2\.0"),
+    # a step that goes non-finite (the file's one API training run)
+    Entry("E057", lambda c: c.fit_with(loss=_nan_loss, nan_policy="raise"), NonFiniteError,
+          r"training step 0 was non-finite: the loss and the gradients of .*Fix: .*"
+          r"nan_policy='skip'", shaped=False),
+    # the `jaxdl` command
+    Entry("E058", lambda c: ["frobnicate"], CLI,
+          r"argument COMMAND: invalid choice: 'frobnicate'", shaped=False),
+    Entry("E059", lambda c: ["train", "--workdir", c.tmp / "w", "--config.optimizer.lr=1"], CLI,
+          r"argument '--config\.optimizer\.lr': .*did you mean 'optimizer\.learning_rate'"),
+    Entry("E060", lambda c: ["predict", "--workdir", c.folder("some_run"), "--input",
+                             c.tmp / "missing.csv"], CLI,
+          r"argument '--input': expected an existing \.csv or \.npy file, .*does not exist"),
+    Entry("E061", lambda c: ["predict", "--workdir", c.file("x3.csv", "1,2,3\n"), "--input",
+                             c.file("x3.csv")], CLI,
+          r"argument '--workdir': expected the folder of a run .*which is not a folder"),
+    Entry("E062", lambda c: ["train", "--workdir", c.file("x3.csv", "1,2,3\n")], CLI,
+          r"argument '--workdir': expected a folder \(new, or a run to resume\), "
+          r"got .*an existing file"),
+    Entry("E063", lambda c: ["predict", "--workdir", c.run, "--input",
+                             c.file("x5.csv", _csv(np.zeros((3, 5))))], CLI,
+          r"argument '--input': expected rows of \[30\] features .*got rows of shape \(5,\)"),
+    Entry("E064", lambda c: ["train", "--workdir", c.run, "--config.epochs=1",
+                             "--config.optimizer.learning_rate=0.1"], CLI,
+          r"argument '--config': expected the config of the run in .*got changes to "
+          r"optimizer\.learning_rate \([\d.e-]+ -> 0\.1\)"),
+    Entry("E065", lambda c: ["train", "--workdir", c.run, "--config.epochs=1",
+                             "--config.checkpoint.resume=false"], CLI,
+          r"argument '--workdir': expected an empty directory \(checkpoint\.resume=false"),
+    Entry("E066", lambda c: ["predict", "--workdir", c.folder("not_a_run"), "--input",
+                             c.file("x3.csv", "1,2,3\n")], CLI,
+          r"argument '--workdir': expected a directory written by `jaxdl train` "
+          r"\(with config\.json\)"),
+    Entry("E067", lambda c: ["evaluate", "--workdir", c.run_copy("run_no_ckpt", False)], CLI,
+          r"argument '--workdir': expected a checkpoint under .*got none\. Fix: train first"),
+    Entry("E068", _corrupt_run, CLI,
+          r"no usable checkpoint under .*: tried \d+: \w+ .*Fix: ", shaped=False),
+    Entry("E069", lambda c: ["predict", "--workdir", c.folder("some_run"), "--input",
+                             c.file("x3.csv", "1,2,3\n"), "--batch-size", "0"], CLI,
+          r"argument --batch-size: expected an integer >= 1, got '0'", shaped=False),
+    Entry("E070", lambda c: ["train", "--workdir", c.tmp / "w_bs0", "--config.batch_size=0",
+                             "--quiet"], CLI,
+          r"argument '--config\.batch_size': expected an integer >= 1, got 0"),
+    Entry("E071", lambda c: ["predict", "--workdir", c.run, "--input",
+                             c.file("words.csv", "a,b\nc,d\n")], CLI,
+          r"argument '--input': expected a \.csv of numbers"),
+    Entry("E072", lambda c: ["predict", "--workdir", c.run, "--input",
+                             c.file("garbage.npy", "not a numpy file")], CLI,
+          r"argument '--input': expected a \.npy file of numbers"),
+    Entry("E073", lambda c: ["predict", "--workdir", c.run, "--input",
+                             c.file("nan.csv", _csv(_nan_rows()))], CLI,
+          r"argument '--input': expected finite values"),
+    Entry("E074", lambda c: ["train", "--workdir", c.tmp / "w_data", "--config.data.name=iriss",
+                             "--quiet"], CLI,
+          r"argument '--config\.data\.name': .*did you mean 'iris'"),
+    Entry("E075", lambda c: ["train", "--workdir", c.tmp / "w_warmup",
+                             "--config.optimizer.schedule=warmup_cosine",
+                             "--config.optimizer.warmup_steps=100000", "--quiet"], CLI,
+          r"argument '--config\.optimizer\.warmup_steps': .*Fix: .*--config\."),
+]
+ENTRIES = {e.id: e for e in CATALOGUE}
+
+
+# --- the doc -------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class DocEntry:
+    raised: str  # the exception class, or "exit 2"
+    message: str  # the documented message; "..." stands for any text
+    known_gap: bool
+
+
+def parse_doc(text: str) -> dict[str, DocEntry]:
+    """``{id: DocEntry}`` of docs/errors.md's ``### E001 ...`` sections, in order."""
+    parts = re.split(r"^### (E\d{3})\b.*$", text, flags=re.M)
+    entries: dict[str, DocEntry] = {}
+    for entry_id, body in zip(parts[1::2], parts[2::2], strict=True):
+        assert entry_id not in entries, f"{entry_id} twice in {DOC}"
+        raises = re.search(r"\*\*Raises:\*\* `(\w+)`", body)
+        exits = re.search(r"\*\*Exits:\*\* `(\d+)`", body)
+        block = re.search(r"```text\n(.*?)\n```", body, re.S)
+        assert (raises or exits) and block, f"{entry_id}: needs Raises/Exits and a text block"
+        raised = raises.group(1) if raises else f"exit {exits.group(1)}"
+        entries[entry_id] = DocEntry(raised, block.group(1), "**Known gap:**" in body)
+    return entries
+
+
+@functools.cache
+def doc_entries() -> dict[str, DocEntry]:
+    return parse_doc(DOC.read_text())
+
+
+def matches_doc(message: str, documented: str) -> bool:
+    """Whether ``message`` is ``documented`` with each "..." standing for any text."""
+    def flat(s: str) -> str:
+        return " ".join(s.split())
+
+    pattern = ".*".join(re.escape(flat(part)) for part in flat(documented).split("..."))
+    return re.fullmatch(pattern, flat(message), re.S) is not None
+
+
+# --- the tests -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ctx(binary_trainer, blobs, tmp_path_factory):
+    x, y = blobs
+    state = binary_trainer.init(jax.random.key(0), x[:1])
+    return Ctx(binary_trainer, state, x, y, tmp_path_factory.mktemp("catalogue"))
+
+
+def _params(cli_entries: bool) -> list[Any]:
+    return [pytest.param(e, id=e.id, marks=[pytest.mark.xfail(strict=True, reason=e.gap)]
+                         if e.gap else []) for e in CATALOGUE if e.cli == cli_entries]
+
+
+def _check_message(entry: Entry, text: str) -> None:
+    assert re.search(entry.match, text, re.S), f"{entry.id}: {entry.match!r} not in {text!r}"
+    if entry.shaped:
+        assert SHAPE.search(text), f"{entry.id}: not 'argument ..: expected .., got ... Fix:'"
+    else:
+        assert "Fix:" in text or entry.cli, f"{entry.id}: no 'Fix:' in {text!r}"
+    documented = doc_entries()[entry.id].message
+    assert matches_doc(text, documented), (
+        f"{entry.id}: the message differs from docs/errors.md\n doc: {documented}\n "
+        f"now: {text}")
+
+
+@pytest.mark.parametrize("entry", _params(cli_entries=False))
+def test_api_error(entry: Entry, ctx: Ctx):
+    with pytest.raises(entry.raises) as info:
+        entry.trigger(ctx)
+    assert type(info.value) is entry.raises, f"{entry.id}: {type(info.value).__name__}"
+    text = str(info.value)
+    if entry.shaped:
+        assert text.startswith("argument '"), text
+    _check_message(entry, text)
+
+
+@pytest.mark.parametrize("entry", _params(cli_entries=True))
+def test_cli_error(entry: Entry, ctx: Ctx, capsys, monkeypatch):
+    monkeypatch.setenv(compilation_cache.ENV_VAR, "off")
+    argv = [str(a) for a in entry.trigger(ctx)]  # may train ctx.run first: not captured below
+    capsys.readouterr()
+    code = cli.main(argv)
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err, err
+    assert code == 2, f"{entry.id}: exit {code}\n{err}"
+    assert out == ""
+    lines = err.strip().splitlines()
+    reported = [line for line in lines if CLI_ERROR_LINE.match(line)]
+    assert len(reported) == 1 and reported[0] == lines[-1], err  # one paragraph, last
+    _check_message(entry, reported[0])
+
+
+def test_doc_and_catalogue_list_the_same_entries():
+    documented = doc_entries()
+    assert list(documented) == list(ENTRIES), "docs/errors.md and CATALOGUE differ"
+    assert [e.id for e in CATALOGUE] == [f"E{i:03d}" for i in range(1, len(CATALOGUE) + 1)]
+    for entry_id, entry in ENTRIES.items():
+        doc = documented[entry_id]
+        assert doc.raised == ("exit 2" if entry.cli else entry.raises.__name__), entry_id
+        assert doc.known_gap == bool(entry.gap), f"{entry_id}: 'Known gap' in doc vs gap"
+        assert doc.message.startswith("jaxdl") == entry.cli, entry_id
+
+
+def test_matches_doc_wildcards():
+    assert matches_doc("argument 'x': expected a, got /tmp/a/b. Fix: c",
+                       "argument 'x': expected a, got .... Fix: c")
+    assert not matches_doc("argument 'y': expected a", "argument 'x': ...")
+
+
+if __name__ == "__main__":  # print every entry's real message, to refresh docs/errors.md
+    import contextlib
+    import io
+    import os
+    import tempfile
+
+    os.environ[compilation_cache.ENV_VAR] = "off"
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(100, 8)).astype(np.float32)
+    y = (x @ rng.normal(size=8) + 0.3 * rng.normal(size=100) > 0).astype(np.int32)
+    trainer = jdl.Trainer(jdl.models.MLP(features=(16, 1)), optimizer="adam",
+                          learning_rate=0.05, loss="binary_crossentropy", metrics=["accuracy"])
+    c = Ctx(trainer, trainer.init(jax.random.key(0), x[:1]), x, y,
+            pathlib.Path(tempfile.mkdtemp()))
+    for e in CATALOGUE:
+        if e.cli:
+            argv = [str(a) for a in e.trigger(c)]
+            err = io.StringIO()
+            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+                code = cli.main(argv)
+            print(f"{e.id} exit {code}: {err.getvalue().strip().splitlines()[-1]}")
+            continue
+        try:
+            e.trigger(c)
+            print(f"{e.id} no error")
+        except Exception as exc:  # whatever it is: print it
+            print(f"{e.id} {type(exc).__name__}: {exc}")
