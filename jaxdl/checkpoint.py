@@ -200,7 +200,6 @@ class Checkpointer:
         """
         ocp = self._ocp
         self._join()
-        sums = checksums(tree)  # asynchronous: read before the next dispatch reuses buffers
         meta = {**meta, "structure": structure(tree)}
         if self.best_metric and (metrics is None or self.best_metric not in metrics):
             metrics = None
@@ -210,9 +209,15 @@ class Checkpointer:
                 metrics=metrics, force=True)
         except Exception as e:
             raise self._failed(step, e) from None
+        # Dispatched after Orbax has its copy, so the two do not compete for the host; the
+        # device runs it before any later dispatch that reuses (donates) these buffers.
+        sums = checksums(tree)
         self._thread = threading.Thread(target=self._write_digest, args=(step, sums),
                                         name=f"jaxdl-digest-{step}", daemon=True)
         self._thread.start()
+
+    def _saving(self, step: int) -> bool:
+        return self._thread is not None and self._thread.name == f"jaxdl-digest-{step}"
 
     def _digest_file(self, step: int) -> Path:
         return self.directory / f"{step}.digest.json"
@@ -233,8 +238,10 @@ class Checkpointer:
         error, self._thread_error = self._thread_error, None
         if error is not None:
             raise self._failed(None, error)
-        for digest_file in self.directory.glob("*.digest.json"):  # of deleted steps
-            if not (self.directory / digest_file.name.split(".")[0]).exists():
+        for digest_file in self.directory.glob("*.digest.json"):  # of steps Orbax deleted
+            step = digest_file.name.split(".")[0]
+            if step.isdigit() and digest_file.name == f"{step}.digest.json" and not (
+                    self.directory / step).exists() and not self._saving(int(step)):
                 digest_file.unlink(missing_ok=True)
 
     def wait(self) -> None:

@@ -56,7 +56,7 @@ def test_a_damaged_latest_checkpoint_falls_back_and_is_kept_aside(tmp_path, dama
         assert ckpt.steps == [1, 2]
     assert step == 2
     jax.tree.map(np.testing.assert_array_equal, tree, _tree(2))
-    aside = [p.name for p in tmp_path.iterdir() if p.name.startswith("3.corrupt-")]
+    aside = [p.name for p in tmp_path.iterdir() if p.name.startswith("3.corrupt-") and p.is_dir()]
     assert len(aside) == 1 and (tmp_path / aside[0] / "state").exists()  # kept, not deleted
     with Checkpointer(tmp_path) as ckpt:  # the step can be saved again
         ckpt.save(3, _tree(30), {"epoch": 3})

@@ -6,8 +6,13 @@
 Nothing is downloaded. Importing scikit-learn takes over a second, so the
 arrays are read straight from the data files scikit-learn ships (located
 without importing it); its loaders are the fallback when the files move.
-Splits are stratified for classification and depend only on the seed; the
+Splits are stratified for classification and depend only on the seed (a small
+numpy split, so scikit-learn is not imported on this path either); the
 standardizer is fit on the training split only.
+
+"diabetes" is the raw table (``load_diabetes(scaled=False)``: age in years, sex
+as 1/2, ...), not scikit-learn's default pre-scaled copy, whose scaling used
+every row; :func:`load` standardizes it from the training rows like the others.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import importlib.util
+import numbers
 from collections.abc import Callable
 from pathlib import Path
 
@@ -52,8 +58,8 @@ def _sklearn_data_dir() -> Path | None:
 
 
 def _read_labelled_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    # scikit-learn's format: a header "n_samples,n_features,<class names>", then
-    # rows of features with the integer class last.
+    # scikit-learn's format (as its load_csv_data parses it): a header
+    # "n_samples,n_features,<class names>", then rows of features, integer class last.
     table = np.loadtxt(path, delimiter=",", skiprows=1)
     return table[:, :-1], table[:, -1].astype(np.int32)
 
@@ -67,6 +73,7 @@ def _read_files(name: str, folder: Path) -> tuple[np.ndarray, np.ndarray]:
         with gzip.open(folder / "digits.csv.gz") as f:
             table = np.loadtxt(f, delimiter=",")
         return table[:, :-1], table[:, -1].astype(np.int32)
+    # Space-separated, no header; load_diabetes reads them with np.loadtxt too.
     with gzip.open(folder / "diabetes_data_raw.csv.gz") as f:
         x = np.loadtxt(f)
     with gzip.open(folder / "diabetes_target.csv.gz") as f:
@@ -85,11 +92,16 @@ def _read_sklearn(name: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def raw_arrays(name: str) -> tuple[np.ndarray, np.ndarray]:
-    """(x float32 [n, features], y) of a bundled set, unsplit and unscaled.
+    """The whole of a bundled set, unsplit and unscaled, equal to scikit-learn's loader.
 
-    ``y`` is int32 class labels, or float32 targets for "diabetes".
+    Args:
+      name: one of :data:`TASKS`.
+
+    Returns:
+      ``(x, y)``: x float32 [n, features]; y int32 class labels [n], or float32
+      targets [n] for "diabetes".
     """
-    if name not in TASKS:
+    if not isinstance(name, str) or name not in TASKS:
         raise errors.unknown_name("name", "dataset", name, list(TASKS))
     folder = _sklearn_data_dir()
     try:
@@ -106,7 +118,15 @@ def split_indices(y: np.ndarray, val_fraction: float, test_fraction: float, seed
                   stratify: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Disjoint (train, val, test) row indices covering all rows, from ``seed`` only.
 
-    Stratified: each class is shuffled and cut in the same proportions.
+    Args:
+      y: labels or targets [n].
+      val_fraction, test_fraction: shares of the rows for val and test.
+      seed: seeds ``np.random.default_rng``; the same seed gives the same split.
+      stratify: shuffle and cut each class of ``y`` separately in the same
+        proportions (each split's class shares are within about one row of the whole's).
+
+    Returns:
+      Three int64 index arrays (train, val, test), each in shuffled order.
     """
     rng = np.random.default_rng(seed)
     groups = [np.flatnonzero(y == c) for c in np.unique(y)] if stratify else [np.arange(len(y))]
@@ -123,7 +143,20 @@ def split_indices(y: np.ndarray, val_fraction: float, test_fraction: float, seed
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-    """A bundled data set, split. x: float32 [n, ...]; y: int32 [n] or float32 [n]."""
+    """A bundled data set, split into train, val and test (numpy arrays).
+
+    Attributes:
+      name: the name given to :func:`load`.
+      x_train, x_val, x_test: float32 [n_split, features], or [n_split, 8, 8, 1] for
+        digits with ``images=True``; ``x_val`` has 0 rows when ``val_fraction=0``.
+      y_train, y_val, y_test: int32 class labels [n_split], or float32 targets [n_split]
+        for regression.
+      task: "binary", "multiclass" or "regression".
+      num_classes: the number of classes, or None for regression.
+      feature_names: one name per feature (per pixel for digits).
+      scaler: the :class:`Standardizer` fit on ``x_train`` and applied to every split,
+        or None (``standardize=False`` or ``images=True``).
+    """
 
     name: str
     x_train: np.ndarray
@@ -139,16 +172,18 @@ class Dataset:
 
     @property
     def num_features(self) -> int:
+        """Values per example (64 for digits, as images or not)."""
         return int(np.prod(self.x_train.shape[1:]))
 
     @property
     def splits(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """``{"train": (x, y), "val": (x, y), "test": (x, y)}``."""
         return {"train": (self.x_train, self.y_train), "val": (self.x_val, self.y_val),
                 "test": (self.x_test, self.y_test)}
 
 
 def _fraction(value: float, argument: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
         raise errors.input_error(argument, "a float in [0, 1)", repr(value),
                                  f"pass e.g. {argument}=0.2")
     return float(value)
@@ -159,13 +194,27 @@ def load(name: str, *, seed: int = 0, val_fraction: float = 0.15, test_fraction:
     """Loads a bundled set: "breast_cancer", "iris", "wine", "digits" or "diabetes".
 
     Args:
-      name: the data set.
-      seed: decides the split (stratified for classification).
-      val_fraction, test_fraction: shares of the rows held out; their sum must be < 1.
+      name: the data set; the first four are classification, "diabetes" regression.
+      seed: an integer >= 0 that alone decides the split (stratified for classification).
+      val_fraction, test_fraction: shares of the rows held out, each in [0, 1), their
+        sum < 1.
       standardize: fit a :class:`Standardizer` on the training split and apply it to
         every split (targets are never scaled).
-      images: "digits" only: x as [n, 8, 8, 1] pixels in [0, 1] (not standardized).
+      images: "digits" only: x as [n, 8, 8, 1] pixels in [0, 1] for CNNs
+        (``standardize`` is then ignored).
+
+    Returns:
+      A :class:`Dataset`.
+
+    Example::
+
+        data = load("iris", seed=1)
+        data.x_train.shape, data.y_train.dtype   # (96, 4), int32
     """
+    if not isinstance(name, str) or name not in TASKS:
+        raise errors.unknown_name("name", "dataset", name, list(TASKS))
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise errors.input_error("seed", "an integer >= 0", repr(seed), "pass e.g. seed=0")
     val_fraction = _fraction(val_fraction, "val_fraction")
     test_fraction = _fraction(test_fraction, "test_fraction")
     if val_fraction + test_fraction >= 1:
