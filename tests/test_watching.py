@@ -111,3 +111,11 @@ def test_plot_command(tmp_path, capsys):
     empty.mkdir()
     assert cli.main(["plot", str(empty)]) == 2
     assert "argument 'WORKDIR'" in capsys.readouterr().err
+
+
+def test_debug_shows_the_traceback(tmp_path, capsys):
+    assert cli.main(["evaluate", "--workdir", str(tmp_path / "missing")]) == 2
+    assert "Traceback" not in capsys.readouterr().err
+    assert cli.main(["evaluate", "--workdir", str(tmp_path / "missing"), "--debug"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.strip().splitlines()[-1].startswith("jaxdl: error:")
