@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _SUBMODULES = ("callbacks", "checkpoint", "data", "errors", "event_writers", "explain", "fuse",
-               "loop", "losses", "metrics", "models", "optim", "perf", "plot", "state", "step",
-               "testing", "trainer", "writers")
+               "loop", "losses", "metrics", "models", "optim", "perf", "plot", "programs",
+               "resume", "state", "step", "testing", "trainer", "writers")
 _EXPORTS = {
     "Callback": "jaxdl.callbacks",
     "EarlyStopping": "jaxdl.callbacks",

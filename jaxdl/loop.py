@@ -9,8 +9,6 @@ Read this after :mod:`jaxdl.state` and :mod:`jaxdl.step`.
 
 from __future__ import annotations
 
-import dataclasses
-import logging
 import math
 import time
 from collections.abc import Sequence
@@ -20,131 +18,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdl import errors, fuse
-from jaxdl import losses as losses_lib
+from jaxdl import errors, resume
 from jaxdl import metrics as metrics_lib
-from jaxdl import step as step_lib
 from jaxdl.callbacks import Callback
 from jaxdl.data import arrays
 from jaxdl.data import validate as check
+from jaxdl.programs import Programs
 from jaxdl.state import TrainState
-
-logger = logging.getLogger("jaxdl")
-
-
-def _signature(arguments: dict[str, Any]) -> dict[str, tuple]:
-    leaves = jax.tree_util.tree_flatten_with_path(arguments)[0]
-    return {jax.tree_util.keystr(path): (tuple(getattr(leaf, "shape", ())),
-                                         str(getattr(leaf, "dtype", type(leaf).__name__)),
-                                         str(getattr(leaf, "sharding", "")))
-            for path, leaf in leaves}
-
 
 # With nothing to run between epochs, "auto" fuses whole epochs up to this many
 # steps per dispatch: enough to amortize the ~0.1 ms dispatch, few enough that
 # progress still shows.
 AUTO_STEPS_PER_DISPATCH = 2048
-
-
-class Programs:
-    """The jitted programs of one (model, loss, optimizer, metrics, augment).
-
-    Built once (e.g. by :class:`jaxdl.Trainer`) and reused by every call, so a
-    second ``fit``/``evaluate``/``predict`` with the same shapes does not compile.
-    """
-
-    def __init__(self, model, loss: losses_lib.Loss, tx, metrics: Sequence[metrics_lib.Metric],
-                 augment=None, nan_policy: str = "none"):
-        self.model, self.loss, self.tx = model, loss, tx
-        self.reported = step_lib.reported_metrics(loss, metrics)
-        self.names = tuple(m.name for m in self.reported)
-        if len(set(self.names)) != len(self.names):
-            raise errors.input_error("metrics", "distinct metric names", repr(self.names),
-                                     "list each metric once ('loss' is always reported)")
-        self.nan_policy = nan_policy
-        self.train_step = step_lib.make_train_step(model, loss, tx, metrics, augment=augment,
-                                                   nan_policy=nan_policy)
-        self.eval_step = step_lib.make_eval_step(model, loss, metrics)
-        self.predict_step = step_lib.make_predict_step(model, loss.link)
-        self.outputs = step_lib.make_predict_step(model)
-        evaluate = fuse.make_evaluate(self.eval_step, self.reported)
-        self.evaluate = jax.jit(evaluate)
-        self.block = jax.jit(fuse.make_train_block(self.train_step, self.reported, evaluate),
-                             static_argnames=("batch_size", "num_steps", "ragged_steps",
-                                              "ragged_epochs"),
-                             donate_argnums=(0, 1))
-        self.eval_batch = jax.jit(self._accumulate_eval)
-        self.results = jax.jit(lambda stats: {m.name: m.result(stats[m.name])
-                                              for m in self.reported})
-        self.predict_all = jax.jit(self._predict_all)
-        self.predict_batch = jax.jit(self.predict_step)
-        self._loop_friendly: bool | None = None
-        self._abstract: dict[Any, Any] = {}
-        self.last_perf: dict[str, float] = {}
-        self._signature: dict[str, tuple] | None = None
-
-    def abstract(self, kind: str, fn, *args) -> Any:
-        """``jax.eval_shape(fn, *args)``, cached by ``kind`` and the arguments' shapes.
-
-        Tracing a step costs tens of milliseconds; a fit calls this with the same
-        shapes every time, so it pays once.
-        """
-        return self.abstract_value(kind, lambda: jax.eval_shape(fn, *args), *args)
-
-    def _accumulate_eval(self, acc, state, data, idx, mask):
-        stats = self.eval_step(state, fuse.gather(data, idx, mask))
-        return stats if acc is None else metrics_lib.merge(acc, stats)
-
-    def _predict_all(self, state, x, idx):
-        return jax.lax.map(lambda i: self.predict_step(state, jnp.take(x, i, axis=0)), idx)
-
-    def watch(self, first: bool, arguments: dict[str, Any], size_before: int) -> None:
-        """The recompile watchdog: logs which argument changed when the block compiled again.
-
-        Compiling on a fit's first dispatch is expected (new data shapes are logged as
-        information); compiling again inside a fit means a callback or the data changed
-        an argument's shape, dtype or sharding, which costs a full compile each time.
-        """
-        if self.block._cache_size() == size_before:
-            if first and self._signature is None:
-                self._signature = _signature(arguments)
-            return
-        signature = _signature(arguments)
-        previous, self._signature = self._signature, signature
-        if previous is None:
-            return
-        changes = [f"{k}: {previous.get(k, 'absent')} -> {v}" for k, v in signature.items()
-                   if previous.get(k) != v]
-        changes += [f"{k}: {v} -> absent" for k, v in previous.items() if k not in signature]
-        message = ("training block recompiled; changed: " + "; ".join(changes[:6])
-                   if changes else "training block recompiled (static arguments changed)")
-        if first:
-            logger.info(message)
-        else:
-            logger.warning(message + ". Keep shapes, dtypes and shardings fixed between "
-                           "dispatches (a callback replacing the state?)")
-
-    def flops_per_step(self, state: TrainState, batch_spec: dict[str, Any]) -> float | None:
-        """FLOPs of one training step (XLA cost analysis), cached per shapes."""
-        from jaxdl import perf
-
-        return self.abstract_value("flops", lambda: perf.step_flops(self.train_step, state,
-                                                                     batch_spec),
-                                   state, batch_spec)
-
-    def abstract_value(self, kind: str, compute, *args) -> Any:
-        key = (kind, jax.tree.structure(args),
-               tuple((a.shape, str(a.dtype)) for a in jax.tree.leaves(args)))
-        if key not in self._abstract:
-            self._abstract[key] = compute()
-        return self._abstract[key]
-
-    def loop_friendly(self, state: TrainState, x: jax.Array) -> bool:
-        """Whether this model runs at full speed inside a rolled scan (decided once)."""
-        if self._loop_friendly is None:
-            sample = jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype)
-            self._loop_friendly = fuse.loop_friendly(self.outputs, state, sample)
-        return self._loop_friendly
 
 
 def output_shape(programs: Programs, state: TrainState, x: np.ndarray,
@@ -316,13 +201,13 @@ def fit(programs: Programs, state: TrainState, x: Any, y: Any, *, epochs: int = 
     # numpy zeros: an eager jnp.zeros would compile a broadcast per shape.
     acc = jax.device_put(metrics_lib.empty(programs.abstract(
         "train_stats", lambda s, b: programs.train_step(s, b)[1], state, probe)))
-    run = _Run(origin=initial_epoch, epoch=initial_epoch, first=0, history={})
+    run = resume.Run(origin=initial_epoch, epoch=initial_epoch, first=0, history={})
     # What must match for a checkpoint to belong to this run (epochs may grow: resuming a
     # finished run with more epochs continues it).
     identity = {"seed": int(seed), "batch_size": batch_size, "num_examples": len(x),
                 "shuffle": bool(shuffle)}
     if checkpointing is not None and checkpointing.resume:
-        state, acc = _resume(checkpointing, state, acc, callbacks, identity, run)
+        state, acc = resume.resume(checkpointing, state, acc, callbacks, identity, run)
 
     num_epochs = max(0, epochs - run.origin)
     e_block, s_block = dispatch_shape(spe, num_epochs, spd, every_epoch, friendly)
@@ -371,12 +256,12 @@ def fit(programs: Programs, state: TrainState, x: Any, y: Any, *, epochs: int = 
                     programs.watch(dispatches == 0, arguments, size_before)
                 dispatches += 1
                 if programs.nan_policy in ("raise", "rollback"):
-                    bad = _first_bad(jax.device_get(bad_out), len(block_epochs), handled_bad)
+                    bad = resume.first_bad(jax.device_get(bad_out), len(block_epochs), handled_bad)
                     if bad is not None and programs.nan_policy == "raise":
-                        raise _nonfinite_error(bad, state)
+                        raise resume.nonfinite_error(bad, state)
                     if bad is not None:
                         handled_bad.add(bad["step"])
-                        state, acc = _rollback(checkpointing, state, acc, callbacks, identity,
+                        state, acc = resume.rollback(checkpointing, state, acc, callbacks, identity,
                                                run, bad["step"])
                         step, last_saved, stop, restart = int(state.step), int(state.step), \
                             False, True
@@ -412,14 +297,14 @@ def fit(programs: Programs, state: TrainState, x: Any, y: Any, *, epochs: int = 
                 preempted = signum is not None or checkpointing.reached_preemption(step)
                 if due or done or preempted:
                     run.finished = bool(done)
-                    _save(checkpointing, step, state, acc, callbacks, identity, run)
+                    resume.save(checkpointing, step, state, acc, callbacks, identity, run)
                     last_saved = step
                 if preempted:
                     checkpointing.checkpointer.wait()
                     raise errors.Preempted(signum or 15, step)
         if checkpointing is not None and step != last_saved:
             run.finished = True
-            _save(checkpointing, step, state, acc, callbacks, identity, run)
+            resume.save(checkpointing, step, state, acc, callbacks, identity, run)
     finally:
         if checkpointing is not None:
             checkpointing.checkpointer.wait()  # nothing in flight is lost, and errors surface
@@ -433,109 +318,6 @@ def fit(programs: Programs, state: TrainState, x: Any, y: Any, *, epochs: int = 
     for cb in callbacks:
         state = cb.on_train_end(state)
     return state, run.history
-
-
-def _first_bad(record: dict[str, np.ndarray], rows: int, handled: set[int]
-               ) -> dict[str, Any] | None:
-    """The earliest non-finite step of a dispatch not handled yet, with what went bad."""
-    best = None
-    for i in range(rows):
-        step = int(record["min_step"][i])
-        if record["count"][i] > 0 and step not in handled and (best is None or
-                                                                step < best["step"]):
-            best = {"step": step, "loss": record["loss"][i] > 0,
-                    "grads": np.flatnonzero(record["grads"][i] > 0).tolist()}
-    return best
-
-
-def _nonfinite_error(bad: dict[str, Any], state: TrainState) -> errors.NonFiniteError:
-    names = [jax.tree_util.keystr(path) for path, _ in
-             jax.tree_util.tree_flatten_with_path(state.params)[0]]
-    parts = ["the loss"] if bad["loss"] else []
-    if bad["grads"]:
-        parts.append("the gradients of " + ", ".join(names[i] for i in bad["grads"][:8]))
-    return errors.NonFiniteError(
-        f"training step {bad['step']} was non-finite: {' and '.join(parts)}. The update "
-        "was not applied and no checkpoint was written after it (the last good one is "
-        "intact). Fix: lower the learning rate, clip gradients (clip_norm), check the inputs "
-        "with jdl.data.clean, or set nan_policy='skip' or 'rollback'.")
-
-
-def _rollback(checkpointing: Any, state: TrainState, acc: Any, callbacks: Sequence[Callback],
-              identity: dict[str, Any], run: _Run, bad_step: int) -> tuple[TrainState, Any]:
-    import warnings
-
-    if checkpointing is None:
-        raise errors.input_error("nan_policy", "checkpointing for 'rollback' (it reloads the "
-                                 "last good checkpoint)", "no checkpoint directory",
-                                 "pass checkpoint_dir=..., or use nan_policy='skip'")
-    checkpointing.checkpointer.wait()
-    if not checkpointing.checkpointer.steps:
-        raise errors.NonFiniteError(f"training step {bad_step} was non-finite and there is no "
-                                    "checkpoint to roll back to yet. Fix: checkpoint more often "
-                                    "(every_steps) or use nan_policy='skip'.")
-    warnings.warn(f"step {bad_step} was non-finite: rolling back to checkpoint "
-                  f"{checkpointing.checkpointer.steps[-1]} and skipping its update",
-                  stacklevel=3)
-    return _resume(checkpointing, state, acc, callbacks, identity, run)
-
-
-@dataclasses.dataclass
-class _Run:
-    """Where a fit stands: what a checkpoint's ``position`` and ``history`` record."""
-
-    origin: int
-    epoch: int
-    first: int
-    history: dict[str, list[float]]
-    finished: bool = False
-
-
-def _save(checkpointing: Any, step: int, state: TrainState, acc: Any,
-          callbacks: Sequence[Callback], identity: dict[str, Any], run: _Run) -> None:
-    from jaxdl import checkpoint
-
-    tree = {"state": checkpoint.storable(state), "acc": acc}
-    extra = {str(i): cb.checkpoint_arrays() for i, cb in enumerate(callbacks)}
-    extra = {k: v for k, v in extra.items() if v is not None}
-    if extra:
-        tree["callbacks"] = extra
-    meta = {**checkpointing.meta, **identity,
-            "position": {"epoch": run.epoch, "step_in_epoch": run.first, "step": step},
-            "origin_epoch": run.origin, "finished": run.finished, "history": run.history,
-            "callbacks": [cb.state_dict() for cb in callbacks]}
-    metrics = {k: v[-1] for k, v in run.history.items()} if run.history else None
-    checkpointing.checkpointer.save(step, tree, meta, metrics)
-
-
-def _resume(checkpointing: Any, state: TrainState, acc: Any, callbacks: Sequence[Callback],
-            identity: dict[str, Any], run: _Run) -> tuple[TrainState, Any]:
-    from jaxdl import checkpoint
-
-    target = {"state": checkpoint.storable(state), "acc": acc}
-    extra = {str(i): cb.checkpoint_template(state) for i, cb in enumerate(callbacks)}
-    extra = {k: v for k, v in extra.items() if v is not None}
-    if extra:
-        target["callbacks"] = extra
-    found = checkpointing.checkpointer.restore(target)  # only its structure and shardings
-    if found is None:
-        return state, acc
-    tree, meta, step = found
-    changed = {k: (meta.get(k), v) for k, v in identity.items() if meta.get(k) != v}
-    if changed:
-        raise errors.input_error(
-            "checkpoint", f"a checkpoint of this run's data and settings (step {step} under "
-            f"{checkpointing.checkpointer.directory})",
-            "different " + ", ".join(f"{k} (saved {a}, now {b})" for k, (a, b) in
-                                     changed.items()),
-            "run with the settings the checkpoint was made with, or use a new directory")
-    for i, cb in enumerate(callbacks):
-        cb.load_state_dict(meta["callbacks"][i] if i < len(meta["callbacks"]) else {},
-                           tree.get("callbacks", {}).get(str(i)))
-    run.origin, run.finished = meta["origin_epoch"], meta["finished"]
-    run.epoch, run.first = meta["position"]["epoch"], meta["position"]["step_in_epoch"]
-    run.history = {k: list(v) for k, v in meta["history"].items()}
-    return checkpoint.unstorable(tree["state"]), tree["acc"]
 
 
 def evaluate_arrays(programs: Programs, state: TrainState, data: dict[str, jax.Array],

@@ -29,6 +29,7 @@ from jaxdl import optim as optim_lib
 from jaxdl import step as step_lib
 from jaxdl.callbacks import Callback
 from jaxdl.data import validate as check
+from jaxdl.programs import Programs
 from jaxdl.state import TrainState
 from jaxdl.writers import ConsoleLogger
 
@@ -87,7 +88,7 @@ class Trainer:
         self.tx = optim_lib.with_lr_scale(optim_lib.make_optimizer(
             optimizer, learning_rate, weight_decay=weight_decay, l2=l2, clip_norm=clip_norm))
         self.learning_rate = learning_rate if isinstance(learning_rate, float | int) else None
-        self.programs = loop.Programs(model, self.loss, self.tx, self.metrics, augment,
+        self.programs = Programs(model, self.loss, self.tx, self.metrics, augment,
                                       nan_policy)
         # Init runs once: on CPU, compiling it without LLVM's optimizations cuts
         # its compile time by more than half (1.2 s -> 0.45 s for the reference MLP).

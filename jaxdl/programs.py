@@ -1,0 +1,133 @@
+"""The compiled programs of one (model, loss, optimizer, metrics): built once, reused.
+
+A :class:`Programs` holds the jitted training block, evaluation and
+prediction, caches abstract evaluations per input shapes, decides whether the
+model runs well inside a rolled loop on this backend, and watches for
+recompiles of the training block.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxdl import errors, fuse
+from jaxdl import losses as losses_lib
+from jaxdl import metrics as metrics_lib
+from jaxdl import step as step_lib
+from jaxdl.state import TrainState
+
+logger = logging.getLogger("jaxdl")
+
+
+def _signature(arguments: dict[str, Any]) -> dict[str, tuple]:
+    leaves = jax.tree_util.tree_flatten_with_path(arguments)[0]
+    return {jax.tree_util.keystr(path): (tuple(getattr(leaf, "shape", ())),
+                                         str(getattr(leaf, "dtype", type(leaf).__name__)),
+                                         str(getattr(leaf, "sharding", "")))
+            for path, leaf in leaves}
+
+
+class Programs:
+    """The jitted programs of one (model, loss, optimizer, metrics, augment).
+
+    Built once (e.g. by :class:`jaxdl.Trainer`) and reused by every call, so a
+    second ``fit``/``evaluate``/``predict`` with the same shapes does not compile.
+    """
+
+    def __init__(self, model, loss: losses_lib.Loss, tx, metrics: Sequence[metrics_lib.Metric],
+                 augment=None, nan_policy: str = "none"):
+        self.model, self.loss, self.tx = model, loss, tx
+        self.reported = step_lib.reported_metrics(loss, metrics)
+        self.names = tuple(m.name for m in self.reported)
+        if len(set(self.names)) != len(self.names):
+            raise errors.input_error("metrics", "distinct metric names", repr(self.names),
+                                     "list each metric once ('loss' is always reported)")
+        self.nan_policy = nan_policy
+        self.train_step = step_lib.make_train_step(model, loss, tx, metrics, augment=augment,
+                                                   nan_policy=nan_policy)
+        self.eval_step = step_lib.make_eval_step(model, loss, metrics)
+        self.predict_step = step_lib.make_predict_step(model, loss.link)
+        self.outputs = step_lib.make_predict_step(model)
+        evaluate = fuse.make_evaluate(self.eval_step, self.reported)
+        self.evaluate = jax.jit(evaluate)
+        self.block = jax.jit(fuse.make_train_block(self.train_step, self.reported, evaluate),
+                             static_argnames=("batch_size", "num_steps", "ragged_steps",
+                                              "ragged_epochs"),
+                             donate_argnums=(0, 1))
+        self.eval_batch = jax.jit(self._accumulate_eval)
+        self.results = jax.jit(lambda stats: {m.name: m.result(stats[m.name])
+                                              for m in self.reported})
+        self.predict_all = jax.jit(self._predict_all)
+        self.predict_batch = jax.jit(self.predict_step)
+        self._loop_friendly: bool | None = None
+        self._abstract: dict[Any, Any] = {}
+        self.last_perf: dict[str, float] = {}
+        self._signature: dict[str, tuple] | None = None
+
+    def abstract(self, kind: str, fn, *args) -> Any:
+        """``jax.eval_shape(fn, *args)``, cached by ``kind`` and the arguments' shapes.
+
+        Tracing a step costs tens of milliseconds; a fit calls this with the same
+        shapes every time, so it pays once.
+        """
+        return self.abstract_value(kind, lambda: jax.eval_shape(fn, *args), *args)
+
+    def _accumulate_eval(self, acc, state, data, idx, mask):
+        stats = self.eval_step(state, fuse.gather(data, idx, mask))
+        return stats if acc is None else metrics_lib.merge(acc, stats)
+
+    def _predict_all(self, state, x, idx):
+        return jax.lax.map(lambda i: self.predict_step(state, jnp.take(x, i, axis=0)), idx)
+
+    def watch(self, first: bool, arguments: dict[str, Any], size_before: int) -> None:
+        """The recompile watchdog: logs which argument changed when the block compiled again.
+
+        Compiling on a fit's first dispatch is expected (new data shapes are logged as
+        information); compiling again inside a fit means a callback or the data changed
+        an argument's shape, dtype or sharding, which costs a full compile each time.
+        """
+        if self.block._cache_size() == size_before:
+            if first and self._signature is None:
+                self._signature = _signature(arguments)
+            return
+        signature = _signature(arguments)
+        previous, self._signature = self._signature, signature
+        if previous is None:
+            return
+        changes = [f"{k}: {previous.get(k, 'absent')} -> {v}" for k, v in signature.items()
+                   if previous.get(k) != v]
+        changes += [f"{k}: {v} -> absent" for k, v in previous.items() if k not in signature]
+        message = ("training block recompiled; changed: " + "; ".join(changes[:6])
+                   if changes else "training block recompiled (static arguments changed)")
+        if first:
+            logger.info(message)
+        else:
+            logger.warning(message + ". Keep shapes, dtypes and shardings fixed between "
+                           "dispatches (a callback replacing the state?)")
+
+    def flops_per_step(self, state: TrainState, batch_spec: dict[str, Any]) -> float | None:
+        """FLOPs of one training step (XLA cost analysis), cached per shapes."""
+        from jaxdl import perf
+
+        return self.abstract_value("flops", lambda: perf.step_flops(self.train_step, state,
+                                                                     batch_spec),
+                                   state, batch_spec)
+
+    def abstract_value(self, kind: str, compute, *args) -> Any:
+        key = (kind, jax.tree.structure(args),
+               tuple((a.shape, str(a.dtype)) for a in jax.tree.leaves(args)))
+        if key not in self._abstract:
+            self._abstract[key] = compute()
+        return self._abstract[key]
+
+    def loop_friendly(self, state: TrainState, x: jax.Array) -> bool:
+        """Whether this model runs at full speed inside a rolled scan (decided once)."""
+        if self._loop_friendly is None:
+            sample = jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype)
+            self._loop_friendly = fuse.loop_friendly(self.outputs, state, sample)
+        return self._loop_friendly
