@@ -164,7 +164,7 @@ def _prepare_workdir(workdir: Path, config: ml_collections.ConfigDict) -> bool:
     saved_config = workdir / "config.json"
     ckpt = config.get("checkpoint", ml_collections.ConfigDict())
     resume = ckpt.get("resume", True)
-    existing = workdir.exists() and any(workdir.iterdir())
+    existing = workdir.is_dir() and any(workdir.iterdir())
     if existing and not resume:
         raise errors.input_error(
             "--workdir", "an empty directory (checkpoint.resume=false refuses to resume)",
@@ -184,8 +184,13 @@ def _prepare_workdir(workdir: Path, config: ml_collections.ConfigDict) -> bool:
                 "changes to " + ", ".join(f"{k} ({before.get(k)!r} -> {now.get(k)!r})"
                                           for k in changed[:8]),
                 "resume with the same config, or pass a new --workdir")
-    workdir.mkdir(parents=True, exist_ok=True)
-    saved_config.write_text(json.dumps(config_lib.config_to_dict(config), indent=2) + "\n")
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        saved_config.write_text(json.dumps(config_lib.config_to_dict(config), indent=2) + "\n")
+    except OSError as e:
+        raise errors.input_error("--workdir", "a folder that can be created and written",
+                                 f"{workdir} ({e.strerror or type(e).__name__})",
+                                 "pick a writable location, e.g. --workdir ./runs/a") from None
     return existing
 
 

@@ -390,6 +390,10 @@ CATALOGUE: list[Entry] = [
                              "--config.optimizer.schedule=warmup_cosine",
                              "--config.optimizer.warmup_steps=100000", "--quiet"], CLI,
           r"argument '--config\.optimizer\.warmup_steps': .*Fix: .*--config\."),
+    Entry("E076", lambda c: ["train", "--workdir", c.file("x3.csv", "1,2,3\n") + "/sub",
+                             "--quiet"], CLI,
+          r"argument '--workdir': expected a folder that can be created and written, got "
+          r".*\(Not a directory\)"),
 ]
 ENTRIES = {e.id: e for e in CATALOGUE}
 
