@@ -394,8 +394,25 @@ CATALOGUE: list[Entry] = [
                              "--quiet"], CLI,
           r"argument '--workdir': expected a folder that can be created and written, got "
           r".*\(Not a directory\)"),
+    Entry("E077", lambda c: _indivisible_restore(c), InputError,
+          r"argument 'target shardings': expected shardings this checkpoint can be placed "
+          r"on, got IndivisibleError"),
 ]
 ENTRIES = {e.id: e for e in CATALOGUE}
+
+
+def _indivisible_restore(c):
+    """A restore target sharded 3 ways over a dimension of 8: the data is fine, the layout not."""
+    from jaxdl.checkpoint import Checkpointer
+
+    with Checkpointer(c.tmp / "ckpt_shard") as ckpt:
+        if not ckpt.steps:
+            ckpt.save(1, {"w": jnp.arange(8.0)}, {})
+            ckpt.wait()
+        mesh = jax.make_mesh((3,), ("x",), devices=jax.devices()[:3])
+        target = jax.ShapeDtypeStruct((8,), jnp.float32,
+                                      sharding=jax.NamedSharding(mesh, jax.P("x")))
+        ckpt.restore({"w": target})
 
 
 # --- the doc -------------------------------------------------------------------------------------
