@@ -1,0 +1,66 @@
+"""Meshes from config and partition rules on 8 fake CPU devices."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec as P
+
+import jaxdl as jdl
+from jaxdl.parallel import fsdp_spec, make_mesh, partition_specs, state_shardings
+
+
+def test_mesh_sizes_and_minus_one():
+    assert dict(make_mesh().shape) == {"data": 8, "fsdp": 1, "tensor": 1}
+    assert dict(make_mesh({"data": 2, "fsdp": -1}).shape) == {"data": 2, "fsdp": 4,
+                                                              "tensor": 1}
+    assert dict(make_mesh({"data": 2, "fsdp": 2, "tensor": 2}).shape) == {
+        "data": 2, "fsdp": 2, "tensor": 2}
+
+
+@pytest.mark.parametrize("spec,match", [
+    ({"data": 3}, r"product is the device count \(8: cpu:0, cpu:1"),
+    ({"data": 3, "fsdp": -1}, "divides the 8 devices"),
+    ({"data": -1, "fsdp": -1}, "at most one axis of size -1"),
+    ({"model": 2}, r"argument .mesh.: expected one of the known mesh axis names"),
+    ({"data": 0}, r"argument 'mesh.data'"),
+])
+def test_bad_meshes_are_clear(spec, match):
+    with pytest.raises(ValueError, match=match):
+        make_mesh(spec)
+
+
+def test_fsdp_shards_the_largest_divisible_dimension():
+    assert fsdp_spec((30, 1024), 8) == P(None, "fsdp")
+    assert fsdp_spec((1024, 30), 8) == P("fsdp", None)
+    assert fsdp_spec((10,), 8) == P()  # small: replicated
+    assert fsdp_spec((1001, 1003), 8) == P()  # nothing divisible
+
+
+def test_fsdp_per_device_bytes_are_an_eighth():
+    trainer = jdl.Trainer(jdl.models.MLP(features=(512, 512, 8)), loss="mse")
+    abstract = trainer.abstract_state(np.zeros((1, 256), np.float32))
+    mesh = make_mesh({"fsdp": 8})
+    specs, unused = partition_specs(abstract.params, mesh)
+    assert not unused
+    shardings = state_shardings(abstract, specs, mesh)
+    state = jax.jit(trainer._init_fn, out_shardings=shardings)(jax.random.key(0),
+                                                               jnp.zeros((1, 256)))
+    total = sum(leaf.nbytes for leaf in jax.tree.leaves(state.params))
+    per_device = sum(leaf.addressable_shards[0].data.nbytes
+                     for leaf in jax.tree.leaves(state.params))
+    assert per_device <= total / 8 * 1.02  # biases of 512/8 and the 8-wide head round up
+    mu = state.opt_state[0][0].mu  # adam's first moment follows its parameter
+    assert mu["dense_0"]["kernel"].sharding.spec == state.params["dense_0"]["kernel"].sharding.spec
+
+
+def test_rules_first_match_and_unused_rules_are_reported():
+    trainer = jdl.Trainer(jdl.models.MLP(features=(16, 4)), loss="mse")
+    abstract = trainer.abstract_state(np.zeros((1, 8), np.float32))
+    mesh = make_mesh({"data": 2, "tensor": 4})
+    rules = [(r"dense_0.*kernel", (None, "tensor")), (r"attention", ("tensor",))]
+    specs, unused = partition_specs(abstract.params, mesh, rules)
+    assert specs["dense_0"]["kernel"] == P(None, "tensor")
+    assert unused == ["attention"]
+    with pytest.raises(ValueError, match="argument 'sharding.rules'"):
+        partition_specs(abstract.params, mesh, [(r"bias", (None, "tensor"))])
