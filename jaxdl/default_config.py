@@ -47,6 +47,12 @@ def get_config() -> ml_collections.ConfigDict:
         every_epochs=10, every_steps=0, keep=3, best_metric="val_loss", resume=True,
         async_save=True))
     c.profile = ml_collections.ConfigDict(dict(steps=""))  # "START:END": trace to WORKDIR/profile
+    # Devices: sizes of the (data, fsdp, tensor) mesh axes; -1 = all remaining devices.
+    # All 1: one device. Parameters are placed by sharding.rules ((regex, spec) pairs),
+    # FSDP over "fsdp" by default; batches are split over (data, fsdp).
+    c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=1, tensor=1))
+    c.strategy = "auto"  # jax.jit with NamedShardings
+    c.sharding = ml_collections.ConfigDict(dict(rules=()))
     c.writers = ("jsonl",)  # add "tensorboard" (WORKDIR/tensorboard/) and/or "csv" (metrics.csv)
     c.plot = False  # write WORKDIR/curves.png at the end
     c.peak_flops = 0.0  # device peak FLOP/s for MFU when the device is not a known accelerator

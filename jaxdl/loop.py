@@ -59,11 +59,14 @@ def _checked(programs: Programs, state: TrainState, x: Any, y: Any, x_arg: str, 
     return x, y
 
 
-def _on_device(x: np.ndarray, y: np.ndarray | None = None) -> dict[str, jax.Array]:
-    data = {"x": jnp.asarray(x)}
-    if y is not None:
-        data["y"] = jnp.asarray(y)
-    return data
+def _on_device(x: np.ndarray, y: np.ndarray | None = None, placement: Any = None
+               ) -> dict[str, jax.Array]:
+    """The data set on device for the whole run (replicated over a mesh: batches are
+    gathered from it on device, then split over the data axes)."""
+    data = {"x": x} if y is None else {"x": x, "y": y}
+    if placement is not None:
+        return placement.put_replicated(data)
+    return jax.tree.map(jnp.asarray, data)
 
 
 def dispatch_shape(steps_per_epoch: int, epochs: int, steps_per_dispatch: int | str,
@@ -170,6 +173,8 @@ def fit(programs: Programs, state: TrainState, x: Any, y: Any, *, epochs: int = 
     initial_epoch = check.positive_int(initial_epoch, "initial_epoch",
                                        "pass initial_epoch=0", minimum=0)
     spd = _steps_per_dispatch(steps_per_dispatch)
+    if programs.placement is not None:
+        programs.placement.check_batch(batch_size)
     x, y = _checked(programs, state, x, y, "x", "y")
     if validation_data is None and check.fraction(validation_split, "validation_split"):
         cut = len(x) - int(len(x) * validation_split)
@@ -187,19 +192,20 @@ def fit(programs: Programs, state: TrainState, x: Any, y: Any, *, epochs: int = 
         val = _checked(programs, state, *validation_data, "validation_data[0]",
                        "validation_data[1]")
 
-    data = _on_device(x, y)
+    data = _on_device(x, y, programs.placement)
     friendly = programs.loop_friendly(state, data["x"])
     every_epoch = any(getattr(cb, "needs_every_epoch", True) for cb in callbacks)
     spe = arrays.steps_per_epoch(len(x), batch_size)
     fused_val = val is not None and friendly
-    val_data = _on_device(*val) if val is not None else None
+    val_data = _on_device(*val, programs.placement) if val is not None else None
     val_plan = _sequential_plan(len(val[0]), batch_size) if val is not None else None
 
     probe = {k: jax.ShapeDtypeStruct((batch_size, *v.shape[1:]), v.dtype) for k, v in
              data.items()}
     probe["mask"] = jax.ShapeDtypeStruct((batch_size,), jnp.float32)
     # numpy zeros: an eager jnp.zeros would compile a broadcast per shape.
-    acc = jax.device_put(metrics_lib.empty(programs.abstract(
+    put = programs.placement.put_replicated if programs.placement else jax.device_put
+    acc = put(metrics_lib.empty(programs.abstract(
         "train_stats", lambda s, b: programs.train_step(s, b)[1], state, probe)))
     run = resume.Run(origin=initial_epoch, epoch=initial_epoch, first=0, history={})
     # What must match for a checkpoint to belong to this run (epochs may grow: resuming a
@@ -242,7 +248,7 @@ def fit(programs: Programs, state: TrainState, x: Any, y: Any, *, epochs: int = 
                         order = (e, arrays.epoch_order(seed, e, len(x), shuffle))
                     idx[i] = arrays.block_indices(order[1], batch_size, first, s_block)
                     position[i, 1] = 1
-                size_before = programs.block._cache_size()
+                traces_before = programs.traces["block"]
                 started = time.perf_counter()
                 arguments = dict(state=state, acc=acc, data=data, idx=idx, position=position,
                                  val_data=val_data if fused_val else None, val_plan=val_plan)
@@ -252,8 +258,8 @@ def fit(programs: Programs, state: TrainState, x: Any, y: Any, *, epochs: int = 
                     # The first call traces and compiles (or loads from the cache) before
                     # it returns; execution itself is asynchronous.
                     compile_s = time.perf_counter() - started
-                if dispatches == 0 or programs.block._cache_size() != size_before:
-                    programs.watch(dispatches == 0, arguments, size_before)
+                if dispatches == 0 or programs.traces["block"] != traces_before:
+                    programs.watch(dispatches == 0, arguments, traces_before)
                 dispatches += 1
                 if programs.nan_policy in ("raise", "rollback"):
                     bad = resume.first_bad(jax.device_get(bad_out), len(block_epochs), handled_bad)
@@ -338,8 +344,10 @@ def evaluate(programs: Programs, state: TrainState, x: Any, y: Any, *, batch_siz
              ) -> dict[str, float]:
     """Loss and metrics over all of (x, y), exactly (the last batch is padded and masked)."""
     batch_size = check.positive_int(batch_size, "batch_size", "pass batch_size=32")
+    if programs.placement is not None:
+        programs.placement.check_batch(batch_size)
     x, y = _checked(programs, state, x, y, "x", "y")
-    return evaluate_arrays(programs, state, _on_device(x, y),
+    return evaluate_arrays(programs, state, _on_device(x, y, programs.placement),
                            _sequential_plan(len(x), batch_size))
 
 
@@ -351,10 +359,12 @@ def predict(programs: Programs, state: TrainState, x: Any, *, batch_size: int = 
       numpy array [n, *output_shape] (float32).
     """
     batch_size = check.positive_int(batch_size, "batch_size", "pass batch_size=32")
+    if programs.placement is not None:
+        programs.placement.check_batch(batch_size)
     x = check.as_features(x, "x")
     output_shape(programs, state, x)
     idx = _sequential_plan(len(x), batch_size)["idx"]
-    data_x = jnp.asarray(x)
+    data_x = _on_device(x, None, programs.placement)["x"]
     if programs.loop_friendly(state, data_x):
         out = programs.predict_all(state, data_x, idx)
     else:

@@ -8,6 +8,8 @@ recompiles of the training block.
 
 from __future__ import annotations
 
+import collections
+import functools
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -40,22 +42,29 @@ class Programs:
     """
 
     def __init__(self, model, loss: losses_lib.Loss, tx, metrics: Sequence[metrics_lib.Metric],
-                 augment=None, nan_policy: str = "none"):
+                 augment=None, nan_policy: str = "none", placement: Any = None):
         self.model, self.loss, self.tx = model, loss, tx
+        self.placement = placement
         self.reported = step_lib.reported_metrics(loss, metrics)
         self.names = tuple(m.name for m in self.reported)
         if len(set(self.names)) != len(self.names):
             raise errors.input_error("metrics", "distinct metric names", repr(self.names),
                                      "list each metric once ('loss' is always reported)")
         self.nan_policy = nan_policy
-        self.train_step = step_lib.make_train_step(model, loss, tx, metrics, augment=augment,
-                                                   nan_policy=nan_policy)
-        self.eval_step = step_lib.make_eval_step(model, loss, metrics)
-        self.predict_step = step_lib.make_predict_step(model, loss.link)
+        self.train_step = self._split_batches(step_lib.make_train_step(
+            model, loss, tx, metrics, augment=augment, nan_policy=nan_policy))
+        self.eval_step = self._split_batches(step_lib.make_eval_step(model, loss, metrics))
+        predict = step_lib.make_predict_step(model, loss.link)
+        self.predict_step = predict if placement is None else (
+            lambda state, x: predict(state, placement.constrain_batch({"x": x})["x"]))
         self.outputs = step_lib.make_predict_step(model)
+        # Trace counts: each new trace of a program is a compile (jit's C++ cache also
+        # grows for argument variants that reuse an executable, so its size is no measure).
+        self.traces: collections.Counter[str] = collections.Counter()
         evaluate = fuse.make_evaluate(self.eval_step, self.reported)
-        self.evaluate = jax.jit(evaluate)
-        self.block = jax.jit(fuse.make_train_block(self.train_step, self.reported, evaluate),
+        self.evaluate = jax.jit(self._counted("evaluate", evaluate))
+        self.block = jax.jit(self._counted("block", fuse.make_train_block(
+            self.train_step, self.reported, evaluate)),
                              static_argnames=("batch_size", "num_steps", "ragged_steps",
                                               "ragged_epochs"),
                              donate_argnums=(0, 1))
@@ -77,6 +86,20 @@ class Programs:
         """
         return self.abstract_value(kind, lambda: jax.eval_shape(fn, *args), *args)
 
+    def _counted(self, name: str, fn: Any) -> Any:
+        @functools.wraps(fn)
+        def traced(*args, **kwargs):
+            self.traces[name] += 1  # runs at trace time only
+            return fn(*args, **kwargs)
+
+        return traced
+
+    def _split_batches(self, step: Any) -> Any:
+        """On a mesh, a step wrapper that splits each batch over the data axes."""
+        if self.placement is None:
+            return step
+        return lambda state, batch: step(state, self.placement.constrain_batch(batch))
+
     def _accumulate_eval(self, acc, state, data, idx, mask):
         stats = self.eval_step(state, fuse.gather(data, idx, mask))
         return stats if acc is None else metrics_lib.merge(acc, stats)
@@ -84,14 +107,14 @@ class Programs:
     def _predict_all(self, state, x, idx):
         return jax.lax.map(lambda i: self.predict_step(state, jnp.take(x, i, axis=0)), idx)
 
-    def watch(self, first: bool, arguments: dict[str, Any], size_before: int) -> None:
+    def watch(self, first: bool, arguments: dict[str, Any], traces_before: int) -> None:
         """The recompile watchdog: logs which argument changed when the block compiled again.
 
         Compiling on a fit's first dispatch is expected (new data shapes are logged as
         information); compiling again inside a fit means a callback or the data changed
         an argument's shape, dtype or sharding, which costs a full compile each time.
         """
-        if self.block._cache_size() == size_before:
+        if self.traces["block"] == traces_before:
             if first and self._signature is None:
                 self._signature = _signature(arguments)
             return

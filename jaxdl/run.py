@@ -52,7 +52,9 @@ CONFIG_KEYS = {
     "l2": "optimizer.l2", "clip_norm": "optimizer.clip_norm", "model": "model",
     "model.name": "model.name", "activation": "model.activation", "nan_policy": "nan_policy",
     "steps_per_dispatch": "steps_per_dispatch", "batch_size": "batch_size",
-    "epochs": "epochs", "keep": "checkpoint.keep",
+    "epochs": "epochs", "keep": "checkpoint.keep", "mesh": "mesh",
+    "mesh.data": "mesh.data", "mesh.fsdp": "mesh.fsdp", "mesh.tensor": "mesh.tensor",
+    "sharding.rules": "sharding.rules",
 }
 
 
@@ -97,14 +99,37 @@ def _optimizer(config: ml_collections.ConfigDict, total_steps: int):
                                 l2=opt.get("l2", 0.0), clip_norm=opt.get("clip_norm", None) or None)
 
 
+STRATEGIES = ("auto",)
+
+
+def mesh_spec(config: ml_collections.ConfigDict) -> dict[str, int] | None:
+    """The config's mesh sizes, or None for a single device (every axis 1)."""
+    mesh = config.get("mesh")
+    if mesh is None:
+        return None
+    sizes = {axis: mesh.get(axis, 1) for axis in ("data", "fsdp", "tensor")}
+    return None if all(v == 1 for v in sizes.values()) else sizes
+
+
 def build_trainer(config: ml_collections.ConfigDict, steps_per_epoch: int):
-    """The Trainer an experiment config describes (model, loss, metrics, optimizer)."""
+    """The Trainer an experiment config describes (model, loss, metrics, optimizer, mesh)."""
     from jaxdl.trainer import Trainer
 
+    strategy = config.get("strategy", "auto")
+    if strategy not in STRATEGIES:
+        raise errors.unknown_name("--config.strategy", "strategy", strategy, list(STRATEGIES))
     total_steps = max(1, config.epochs * steps_per_epoch)
+    rules = [tuple(rule) for rule in config.get("sharding", {}).get("rules", ())]
+    spec = mesh_spec(config)
+    with config_errors():
+        mesh = None
+        if spec is not None:
+            from jaxdl.parallel import make_mesh
+
+            mesh = make_mesh(spec)
     return Trainer(_model(config), loss=config.loss, metrics=list(config.metrics),
                    optimizer=_optimizer(config, total_steps),
-                   nan_policy=config.get("nan_policy", "raise"))
+                   nan_policy=config.get("nan_policy", "raise"), mesh=mesh, rules=rules)
 
 
 def _callbacks(config: ml_collections.ConfigDict) -> list:
@@ -174,7 +199,9 @@ def _prepare_workdir(workdir: Path, config: ml_collections.ConfigDict) -> bool:
         before = config_lib.flatten(ml_collections.ConfigDict(json.loads(
             saved_config.read_text())))
         now = config_lib.flatten(config)
-        ignore = {"checkpoint.resume", "writers", "plot", "profile.steps", "peak_flops"}
+        # Output-only keys, and the topology: a checkpoint restores onto another mesh.
+        ignore = {"checkpoint.resume", "writers", "plot", "profile.steps", "peak_flops",
+                  "mesh.data", "mesh.fsdp", "mesh.tensor", "strategy"}
         changed = sorted(k for k in set(before) | set(now) if k not in ignore and
                          json.dumps(before.get(k)) != json.dumps(config_lib.config_to_dict(
                              ml_collections.ConfigDict({"v": now.get(k)}))["v"]))

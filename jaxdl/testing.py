@@ -72,13 +72,14 @@ def assert_overfits_one_batch(trainer: Trainer, x: Any, y: Any, *, steps: int = 
 
 
 @contextlib.contextmanager
-def no_recompile(fn: Any) -> Iterator[None]:
-    """Fails if the jitted ``fn`` compiles again inside the block."""
-    before = fn._cache_size()
+def no_recompile(trainer: Trainer, program: str = "block") -> Iterator[None]:
+    """Fails if the trainer's ``program`` ("block" or "evaluate") is traced (compiled)
+    again inside the block."""
+    before = trainer.programs.traces[program]
     yield
-    after = fn._cache_size()
+    after = trainer.programs.traces[program]
     if after != before:
-        raise AssertionError(f"{getattr(fn, '__name__', fn)} compiled {after - before} more "
+        raise AssertionError(f"the {program} program compiled {after - before} more "
                              "time(s): an argument's shape, dtype or sharding changed")
 
 
@@ -87,8 +88,7 @@ def assert_no_recompile(trainer: Trainer, x: Any, y: Any, *, epochs: int = 2,
     """A second ``fit`` with the same shapes (another seed, another state) compiles nothing."""
     state = trainer.init(jax.random.key(0), np.asarray(x)[:1])
     trainer.fit(state, x, y, epochs=epochs, batch_size=batch_size, verbose=0, **fit_kwargs)
-    programs = trainer.programs
-    with no_recompile(programs.block), no_recompile(programs.evaluate):
+    with no_recompile(trainer, "block"), no_recompile(trainer, "evaluate"):
         other = trainer.init(jax.random.key(1), np.asarray(x)[:1])
         trainer.fit(other, x, y, epochs=epochs, batch_size=batch_size, seed=1, verbose=0,
                     **fit_kwargs)

@@ -61,6 +61,10 @@ class Trainer:
       weight_decay, l2, clip_norm: regularization, see :func:`jaxdl.optim.make_optimizer`.
       augment: ``aug(key, x, y) -> (x, y)`` run on device in every training step
         (see :mod:`jaxdl.data.augment`).
+      mesh: a ``jax.sharding.Mesh`` with axes (data, fsdp, tensor) or sizes such as
+        ``{"data": -1}`` / ``{"data": 2, "fsdp": 2, "tensor": 2}``: the state is placed by
+        partition ``rules`` (FSDP over ``fsdp`` by default; ``logical_rules`` map Flax
+        logical axis names) and every batch is split over (data, fsdp).
       nan_policy: what a step with a non-finite loss or gradient does, decided on device:
         "none" (apply it), "raise" (skip it and stop with NonFiniteError naming the step
         and the gradients), "skip" (skip it, count ``nonfinite_steps`` per epoch) or
@@ -72,7 +76,8 @@ class Trainer:
                  metrics: Sequence[str | metrics_lib.Metric | Callable] = (),
                  learning_rate: float | optax.Schedule = 1e-3, weight_decay: float = 0.0,
                  l2: float = 0.0, clip_norm: float | None = None,
-                 augment: step_lib.Augment | None = None, nan_policy: str = "none"):
+                 augment: step_lib.Augment | None = None, nan_policy: str = "none",
+                 mesh: Any = None, rules: Any = (), logical_rules: Any = ()):
         if isinstance(model, type) and issubclass(model, nn.Module):
             raise errors.type_error("model", "a Flax module instance", f"the class "
                                     f"{model.__name__}", f"instantiate it: {model.__name__}(...)")
@@ -88,8 +93,13 @@ class Trainer:
         self.tx = optim_lib.with_lr_scale(optim_lib.make_optimizer(
             optimizer, learning_rate, weight_decay=weight_decay, l2=l2, clip_norm=clip_norm))
         self.learning_rate = learning_rate if isinstance(learning_rate, float | int) else None
+        self.placement = None
+        if mesh is not None:
+            from jaxdl.parallel import Placement
+
+            self.placement = Placement(mesh, rules, logical_rules)
         self.programs = Programs(model, self.loss, self.tx, self.metrics, augment,
-                                      nan_policy)
+                                 nan_policy, self.placement)
         # Init runs once: on CPU, compiling it without LLVM's optimizations cuts
         # its compile time by more than half (1.2 s -> 0.45 s for the reference MLP).
         fast_compile = {"xla_backend_optimization_level": 0} if (
@@ -118,7 +128,11 @@ class Trainer:
                                      f"{errors.describe(sample)} (the model said: "
                                      f"{errors.first_sentence(e)})",
                                      "pass a slice of the training inputs, e.g. x[:1]") from None
-        return self._init(key, sample)
+        if self.placement is None:
+            return self._init(key, sample)
+        shardings = self.placement.state_shardings(jax.eval_shape(self._init_fn, key, sample))
+        init = jax.jit(self._init_fn, out_shardings=shardings)
+        return init(key, sample)
 
     def abstract_state(self, sample_x: Any) -> TrainState:
         """The state ``init`` would build, as shapes and dtypes only (nothing allocated).

@@ -64,3 +64,39 @@ def test_rules_first_match_and_unused_rules_are_reported():
     assert unused == ["attention"]
     with pytest.raises(ValueError, match="argument 'sharding.rules'"):
         partition_specs(abstract.params, mesh, [(r"bias", (None, "tensor"))])
+
+
+@pytest.fixture(scope="module")
+def single_device_run(blobs):
+    x, y = blobs
+    trainer = jdl.Trainer(jdl.models.MLP(features=(64, 1)), loss="binary_crossentropy",
+                          metrics=["accuracy"])
+    state = trainer.init(jax.random.key(0), x[:1])
+    state, history = trainer.fit(state, x, y, epochs=2, batch_size=16, verbose=0)
+    return jax.device_get(state.params), history
+
+
+@pytest.mark.parametrize("mesh", [{"data": 8}, {"fsdp": 8}, {"data": 2, "fsdp": 2, "tensor": 2}])
+def test_auto_strategy_matches_one_device(blobs, single_device_run, mesh):
+    x, y = blobs
+    params, history = single_device_run
+    trainer = jdl.Trainer(jdl.models.MLP(features=(64, 1)), loss="binary_crossentropy",
+                          metrics=["accuracy"], mesh=mesh)
+    state = trainer.init(jax.random.key(0), x[:1])
+    state, sharded_history = trainer.fit(state, x, y, epochs=2, batch_size=16, verbose=0)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                 jax.device_get(state.params), params)
+    np.testing.assert_allclose(sharded_history["loss"], history["loss"], rtol=1e-5)
+    kernel = state.params["dense_0"]["kernel"]
+    assert len(kernel.sharding.device_set) == 8
+    assert trainer.programs.traces["block"] == 1  # shardings stable across dispatches
+
+
+def test_a_batch_not_divisible_by_the_data_axes_is_clear(blobs):
+    x, y = blobs
+    trainer = jdl.Trainer(jdl.models.MLP(features=(4, 1)), loss="binary_crossentropy",
+                          mesh={"data": 4, "fsdp": 2})
+    state = trainer.init(jax.random.key(0), x[:1])
+    with pytest.raises(ValueError, match=r"argument 'batch_size': expected a global batch "
+                                         r"divisible by the data-parallel size 8 .*got 12"):
+        trainer.fit(state, x, y, epochs=1, batch_size=12, verbose=0)

@@ -32,5 +32,5 @@ def test_checks_fail_when_they_should(binary_trainer, blobs):
 
 def _recompiles(trainer, x, y):
     state = trainer.init(jax.random.key(0), x[:1])
-    with testing.no_recompile(trainer.programs.block):
+    with testing.no_recompile(trainer):
         trainer.fit(state, x, y, epochs=1, batch_size=13, verbose=0)  # a new batch shape

@@ -111,10 +111,10 @@ def test_second_fit_does_not_recompile(binary_trainer, blobs):
     x, y = blobs
     state = binary_trainer.init(jax.random.key(0), x[:1])
     binary_trainer.fit(state, x, y, epochs=2, batch_size=16, verbose=0)
-    before = binary_trainer.programs.block._cache_size()
+    before = binary_trainer.programs.traces["block"]
     with jax.log_compiles(False):
         binary_trainer.fit(state, x, y, epochs=2, batch_size=16, verbose=0, seed=9)
-    assert binary_trainer.programs.block._cache_size() == before
+    assert binary_trainer.programs.traces["block"] == before
 
 
 def test_validation_split_holds_out_the_tail(binary_trainer, blobs):
@@ -163,4 +163,4 @@ def test_auto_dispatches_a_cnn_per_step_on_cpu():
     per_step, _ = trainer.fit(state, x, y, epochs=2, batch_size=8, verbose=0,
                               steps_per_dispatch=1)
     jax.tree.map(np.testing.assert_array_equal, auto.params, per_step.params)
-    assert trainer.programs.block._cache_size() == 1  # both ran the same 1x1 block
+    assert trainer.programs.traces["block"] == 1  # both ran the same 1x1 block

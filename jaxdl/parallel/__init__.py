@@ -1,6 +1,7 @@
 """Scale-out: meshes from config and partition rules (path pattern -> PartitionSpec)."""
 
 from jaxdl.parallel.mesh import MESH_AXES, make_mesh
+from jaxdl.parallel.placement import Placement
 from jaxdl.parallel.rules import fsdp_spec, partition_specs, state_shardings
 
-__all__ = ["MESH_AXES", "fsdp_spec", "make_mesh", "partition_specs", "state_shardings"]
+__all__ = ["MESH_AXES", "Placement", "fsdp_spec", "make_mesh", "partition_specs", "state_shardings"]

@@ -1,0 +1,73 @@
+"""Where everything lives on a mesh: the state by the partition rules, batches split over
+the data axes, small on-device data sets replicated.
+
+The "auto" strategy: ``jax.jit`` places the state with these NamedShardings
+(made already sharded by ``jit(init, out_shardings=...)``), each batch is
+constrained to be split over (data, fsdp), and XLA partitions the step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+from jax.sharding import NamedSharding, PartitionSpec
+
+from jaxdl import errors
+from jaxdl.parallel.mesh import make_mesh
+from jaxdl.parallel.rules import Rule, partition_specs, state_shardings
+
+BATCH_AXES = ("data", "fsdp")
+
+
+class Placement:
+    """A mesh with its rules.
+
+    Args:
+      mesh: a ``jax.sharding.Mesh`` with axes (data, fsdp, tensor), or sizes for
+        :func:`jaxdl.parallel.make_mesh` (e.g. ``{"data": 2, "fsdp": -1}``).
+      rules: ordered ``(regex, PartitionSpec)`` overrides of the FSDP default.
+      logical_rules: Flax logical axis name -> mesh axis (for ``nn.with_logical_partitioning``).
+    """
+
+    def __init__(self, mesh: jax.sharding.Mesh | Mapping[str, int],
+                 rules: Sequence[Rule] = (),
+                 logical_rules: Sequence[tuple[str, str | None]] = ()):
+        self.mesh = mesh if isinstance(mesh, jax.sharding.Mesh) else make_mesh(mesh)
+        self.rules, self.logical_rules = list(rules), list(logical_rules)
+        self.unused_rules: list[str] = []
+
+    @property
+    def data_parallel(self) -> int:
+        """How many ways a batch is split (data x fsdp)."""
+        return self.mesh.shape["data"] * self.mesh.shape["fsdp"]
+
+    def replicated(self) -> NamedSharding:
+        return NamedSharding(self.mesh, PartitionSpec())
+
+    def batch_sharding(self) -> NamedSharding:
+        return NamedSharding(self.mesh, PartitionSpec(BATCH_AXES))
+
+    def state_shardings(self, abstract_state: Any) -> Any:
+        """NamedShardings for a TrainState (params by the rules, optimizer state alike)."""
+        specs, self.unused_rules = partition_specs(abstract_state.params, self.mesh,
+                                                   self.rules, self.logical_rules)
+        return state_shardings(abstract_state, specs, self.mesh)
+
+    def check_batch(self, batch_size: int, argument: str = "batch_size") -> None:
+        if batch_size % self.data_parallel:
+            raise errors.input_error(
+                argument, f"a global batch divisible by the data-parallel size "
+                f"{self.data_parallel} (mesh data={self.mesh.shape['data']} x "
+                f"fsdp={self.mesh.shape['fsdp']})", str(batch_size),
+                f"use a multiple of {self.data_parallel}, e.g. "
+                f"{max(self.data_parallel, batch_size // self.data_parallel * self.data_parallel)}")
+
+    def constrain_batch(self, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        """Inside jit: every batch array split over (data, fsdp) along its first axis."""
+        sharding = self.batch_sharding()
+        return {k: jax.lax.with_sharding_constraint(v, sharding) for k, v in batch.items()}
+
+    def put_replicated(self, tree: Any) -> Any:
+        return jax.device_put(tree, self.replicated())
