@@ -51,8 +51,16 @@ class Programs:
             raise errors.input_error("metrics", "distinct metric names", repr(self.names),
                                      "list each metric once ('loss' is always reported)")
         self.nan_policy = nan_policy
-        self.train_step = self._split_batches(step_lib.make_train_step(
-            model, loss, tx, metrics, augment=augment, nan_policy=nan_policy))
+        if placement is not None and placement.strategy == "shard_map":
+            from jaxdl.parallel.placement import BATCH_AXES
+            from jaxdl.parallel.strategies import shard_map_step
+
+            self.train_step = shard_map_step(step_lib.make_train_step(
+                model, loss, tx, metrics, augment=augment, nan_policy=nan_policy,
+                axis_name=BATCH_AXES), placement.mesh)
+        else:
+            self.train_step = self._split_batches(step_lib.make_train_step(
+                model, loss, tx, metrics, augment=augment, nan_policy=nan_policy))
         self.eval_step = self._split_batches(step_lib.make_eval_step(model, loss, metrics))
         predict = step_lib.make_predict_step(model, loss.link)
         self.predict_step = predict if placement is None else (

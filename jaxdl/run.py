@@ -99,7 +99,7 @@ def _optimizer(config: ml_collections.ConfigDict, total_steps: int):
                                 l2=opt.get("l2", 0.0), clip_norm=opt.get("clip_norm", None) or None)
 
 
-STRATEGIES = ("auto",)
+STRATEGIES = ("auto", "shard_map")
 
 
 def mesh_spec(config: ml_collections.ConfigDict) -> dict[str, int] | None:
@@ -129,7 +129,8 @@ def build_trainer(config: ml_collections.ConfigDict, steps_per_epoch: int):
             mesh = make_mesh(spec)
     return Trainer(_model(config), loss=config.loss, metrics=list(config.metrics),
                    optimizer=_optimizer(config, total_steps),
-                   nan_policy=config.get("nan_policy", "raise"), mesh=mesh, rules=rules)
+                   nan_policy=config.get("nan_policy", "raise"), mesh=mesh, rules=rules,
+                   strategy=strategy)
 
 
 def _callbacks(config: ml_collections.ConfigDict) -> list:

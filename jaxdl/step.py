@@ -81,6 +81,7 @@ def make_train_step(
     *,
     augment: Augment | None = None,
     nan_policy: str = "none",
+    axis_name: str | tuple[str, ...] | None = None,
 ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, Any]]]:
     """Builds the pure training step.
 
@@ -93,6 +94,11 @@ def make_train_step(
       nan_policy: "none", or "raise"/"skip"/"rollback": a step whose loss or gradients
         are non-finite changes nothing but ``state.step``, and ``stats["nonfinite"]``
         records it (see :func:`guard_nonfinite`); the driver acts on the policy.
+      axis_name: for an explicit SPMD step (``jax.shard_map``) over these mesh axes: the
+        batch is this device's shard; the loss is normalized by the *global* example count
+        and local gradients are averaged with ``lax.pmean`` (so a padded last batch with
+        uneven shards is still exact), batch statistics of the model are averaged, and the
+        metric statistics summed, across the axes. The place for custom collectives.
 
     Returns:
       ``train_step(state, batch) -> (new_state, stats)``.
@@ -110,13 +116,26 @@ def make_train_step(
         if augment is not None:
             x, y = augment(augment_key, x, y)
 
+        if axis_name is None:
+            scale = 1.0
+            count = jnp.sum(mask)
+        else:  # local sum / global count, times the axis size so that pmean gives the mean
+            scale = jax.lax.psum(1, axis_name)
+            count = jax.lax.psum(jnp.sum(mask), axis_name)
+
         def objective(params):
             outputs, model_state = apply(params, state.model_state, x, True, dropout_key)
-            value = losses_lib.masked_mean(loss.per_example(outputs, y), mask)
+            per_example = loss.per_example(outputs, y)
+            value = scale * jnp.sum(per_example * mask) / jnp.maximum(count, 1e-12)
             return value, (outputs, model_state)
 
         (value, (outputs, model_state)), grads = jax.value_and_grad(
             objective, has_aux=True)(state.params)
+        if axis_name is not None:
+            grads, value = jax.lax.pmean((grads, value), axis_name)
+            model_state = jax.tree.map(
+                lambda a: jax.lax.pmean(a, axis_name)
+                if jnp.issubdtype(a.dtype, jnp.floating) else a, model_state)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         new_state = state.replace(
             step=state.step + 1,
@@ -125,6 +144,8 @@ def make_train_step(
             model_state=model_state,
         )
         stats = _stats(reported, outputs, y, mask)
+        if axis_name is not None:
+            stats = jax.lax.psum(stats, axis_name)
         if nan_policy != "none":
             new_state, stats["nonfinite"] = guard_nonfinite(state, new_state, value, grads)
         return new_state, stats

@@ -65,6 +65,8 @@ class Trainer:
         ``{"data": -1}`` / ``{"data": 2, "fsdp": 2, "tensor": 2}``: the state is placed by
         partition ``rules`` (FSDP over ``fsdp`` by default; ``logical_rules`` map Flax
         logical axis names) and every batch is split over (data, fsdp).
+      strategy: with a mesh, "auto" (jit + NamedShardings) or "shard_map" (an explicit SPMD
+        step: local gradients averaged with ``lax.pmean``; parameters replicated).
       nan_policy: what a step with a non-finite loss or gradient does, decided on device:
         "none" (apply it), "raise" (skip it and stop with NonFiniteError naming the step
         and the gradients), "skip" (skip it, count ``nonfinite_steps`` per epoch) or
@@ -77,7 +79,8 @@ class Trainer:
                  learning_rate: float | optax.Schedule = 1e-3, weight_decay: float = 0.0,
                  l2: float = 0.0, clip_norm: float | None = None,
                  augment: step_lib.Augment | None = None, nan_policy: str = "none",
-                 mesh: Any = None, rules: Any = (), logical_rules: Any = ()):
+                 mesh: Any = None, rules: Any = (), logical_rules: Any = (),
+                 strategy: str = "auto"):
         if isinstance(model, type) and issubclass(model, nn.Module):
             raise errors.type_error("model", "a Flax module instance", f"the class "
                                     f"{model.__name__}", f"instantiate it: {model.__name__}(...)")
@@ -97,7 +100,7 @@ class Trainer:
         if mesh is not None:
             from jaxdl.parallel import Placement
 
-            self.placement = Placement(mesh, rules, logical_rules)
+            self.placement = Placement(mesh, rules, logical_rules, strategy)
         self.programs = Programs(model, self.loss, self.tx, self.metrics, augment,
                                  nan_policy, self.placement)
         # Init runs once: on CPU, compiling it without LLVM's optimizations cuts

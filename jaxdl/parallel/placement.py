@@ -33,7 +33,13 @@ class Placement:
 
     def __init__(self, mesh: jax.sharding.Mesh | Mapping[str, int],
                  rules: Sequence[Rule] = (),
-                 logical_rules: Sequence[tuple[str, str | None]] = ()):
+                 logical_rules: Sequence[tuple[str, str | None]] = (),
+                 strategy: str = "auto"):
+        from jaxdl.parallel.strategies import STRATEGIES
+
+        if strategy not in STRATEGIES:
+            raise errors.unknown_name("strategy", "strategy", strategy, list(STRATEGIES))
+        self.strategy = strategy
         self.mesh = mesh if isinstance(mesh, jax.sharding.Mesh) else make_mesh(mesh)
         self.rules, self.logical_rules = list(rules), list(logical_rules)
         self.unused_rules: list[str] = []
@@ -50,7 +56,10 @@ class Placement:
         return NamedSharding(self.mesh, PartitionSpec(BATCH_AXES))
 
     def state_shardings(self, abstract_state: Any) -> Any:
-        """NamedShardings for a TrainState (params by the rules, optimizer state alike)."""
+        """NamedShardings for a TrainState (params by the rules, optimizer state alike;
+        everything replicated under the shard_map strategy)."""
+        if self.strategy == "shard_map":
+            return jax.tree.map(lambda _: self.replicated(), abstract_state)
         specs, self.unused_rules = partition_specs(abstract_state.params, self.mesh,
                                                    self.rules, self.logical_rules)
         return state_shardings(abstract_state, specs, self.mesh)
