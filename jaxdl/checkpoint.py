@@ -212,6 +212,8 @@ class Checkpointer:
         # Dispatched after Orbax has its copy, so the two do not compete for the host; the
         # device runs it before any later dispatch that reuses (donates) these buffers.
         sums = checksums(tree)
+        if jax.process_index() != 0:  # one writer for the files beside the steps
+            return
         self._thread = threading.Thread(target=self._write_digest, args=(step, sums),
                                         name=f"jaxdl-digest-{step}", daemon=True)
         self._thread.start()
@@ -279,9 +281,9 @@ class Checkpointer:
         stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S%fZ")
         source = self.directory / str(step)
         aside = self.directory / f"{step}.corrupt-{stamp}"
-        if source.exists():
+        if source.exists() and jax.process_index() == 0:
             source.rename(aside)
-        if self._digest_file(step).exists():
+        if self._digest_file(step).exists() and jax.process_index() == 0:
             self._digest_file(step).rename(self.directory / f"{aside.name}.digest.json")
         self._manager.reload()
         warnings.warn(f"checkpoint {step} under {self.directory} is unusable "

@@ -94,6 +94,15 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: ./jaxdl_runs/<config>-<UTC time>)",
     )
     train.add_argument("--quiet", action="store_true", help="no progress output")
+    train.add_argument("--coordinator", metavar="HOST:PORT",
+                       help="multi-host: the address of process 0 (jax.distributed)")
+    train.add_argument("--num-processes", metavar="N", type=_positive_int,
+                       help="multi-host: how many processes take part")
+    train.add_argument("--process-id", metavar="I", type=int,
+                       help="multi-host: this process's index, 0..N-1")
+    train.add_argument("--distributed", action="store_true",
+                       help="multi-host with the cluster's own environment (SLURM, TPU pods, "
+                       "...): jax.distributed.initialize() detects the rest")
     train.set_defaults(func=_cmd_train, command_parser=train)
 
     predict = commands.add_parser(
@@ -262,10 +271,36 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from jaxdl.compilation_cache import enable_compilation_cache
 
     enable_compilation_cache()
+    _initialize_distributed(args)
+    import jax
+
     from jaxdl import run
 
-    run.train_and_evaluate(config, workdir.absolute(), quiet=args.quiet)
+    quiet = args.quiet or jax.process_index() != 0  # one console, the first process's
+    run.train_and_evaluate(config, workdir.absolute(), quiet=quiet)
     return 0
+
+
+def _initialize_distributed(args: argparse.Namespace) -> None:
+    """Joins JAX's multi-controller runtime when asked (before any computation)."""
+    given = [args.coordinator, args.num_processes, args.process_id]
+    if not args.distributed and all(v is None for v in given):
+        return
+    if not args.distributed and any(v is None for v in given):
+        raise input_error(
+            "--coordinator/--num-processes/--process-id", "all three together",
+            f"--coordinator={args.coordinator} --num-processes={args.num_processes} "
+            f"--process-id={args.process_id}",
+            "pass all three, or --distributed to let the cluster environment decide")
+    if args.process_id is not None and not 0 <= args.process_id < (args.num_processes or 1):
+        raise input_error("--process-id", f"an index in [0, {args.num_processes})",
+                          str(args.process_id), "number the processes 0..N-1")
+    import jax
+
+    if args.distributed:
+        jax.distributed.initialize()
+    else:
+        jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
