@@ -109,14 +109,19 @@ class Trainer:
             jax.default_backend() == "cpu") else None
         self._init = jax.jit(self._init_fn, compiler_options=fast_compile)
 
-    def _init_fn(self, rng: jax.Array, sample: jax.Array) -> TrainState:
-        params_key, dropout_key, train_key = jax.random.split(rng, 3)
+    def _variables(self, rng: jax.Array, sample: jax.Array) -> dict[str, Any]:
+        params_key, dropout_key, _ = jax.random.split(rng, 3)
         mode = step_lib.mode_argument(self.model)
         kwargs = {mode: mode == "deterministic"} if mode else {}
-        variables = dict(self.model.init({"params": params_key, "dropout": dropout_key}, sample,
-                                         **kwargs))
+        return dict(self.model.init({"params": params_key, "dropout": dropout_key}, sample,
+                                    **kwargs))
+
+    def _init_fn(self, rng: jax.Array, sample: jax.Array) -> TrainState:
+        # Logical partitioning annotations (nn.with_logical_partitioning) are read for
+        # placement; the state holds plain arrays.
+        variables = nn.meta.unbox(self._variables(rng, sample))
         params = variables.pop("params")
-        return TrainState.create(params, self.tx, train_key, variables)
+        return TrainState.create(params, self.tx, jax.random.split(rng, 3)[2], variables)
 
     def init(self, rng: Any, sample_x: Any) -> TrainState:
         """Initializes parameters and optimizer state from a sample batch [b, ...]."""
@@ -133,7 +138,9 @@ class Trainer:
                                      "pass a slice of the training inputs, e.g. x[:1]") from None
         if self.placement is None:
             return self._init(key, sample)
-        shardings = self.placement.state_shardings(jax.eval_shape(self._init_fn, key, sample))
+        boxed = jax.eval_shape(self._variables, key, sample)["params"]
+        shardings = self.placement.state_shardings(jax.eval_shape(self._init_fn, key, sample),
+                                                   boxed_params=boxed)
         init = jax.jit(self._init_fn, out_shardings=shardings)
         return init(key, sample)
 

@@ -104,3 +104,26 @@ def test_a_batch_not_divisible_by_the_data_axes_is_clear(blobs):
     with pytest.raises(ValueError, match=r"argument 'batch_size': expected a global batch "
                                          r"divisible by the data-parallel size 8 .*got 12"):
         trainer.fit(state, x, y, epochs=1, batch_size=12, verbose=0)
+
+
+def test_flax_logical_axis_names_map_to_mesh_axes(blobs):
+    import flax.linen as nn
+
+    class Annotated(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            init = nn.with_logical_partitioning(nn.initializers.lecun_normal(),
+                                                ("embed", "mlp"))
+            x = nn.relu(nn.Dense(64, kernel_init=init, name="up")(x))
+            return nn.Dense(1, name="head")(x)
+
+    x, y = blobs
+    trainer = jdl.Trainer(Annotated(), loss="binary_crossentropy",
+                          mesh={"data": 2, "tensor": 4},
+                          logical_rules=[("embed", None), ("mlp", "tensor")])
+    state = trainer.init(jax.random.key(0), x[:1])
+    assert state.params["up"]["kernel"].sharding.spec == P(None, "tensor")
+    assert state.opt_state[0][0].mu["up"]["kernel"].sharding.spec == P(None, "tensor")
+    fitted, history = trainer.fit(state, x, y, epochs=1, batch_size=16, verbose=0)
+    assert fitted.params["up"]["kernel"].sharding.spec == P(None, "tensor")
+    assert np.isfinite(history["loss"][0])

@@ -55,13 +55,19 @@ class Placement:
     def batch_sharding(self) -> NamedSharding:
         return NamedSharding(self.mesh, PartitionSpec(BATCH_AXES))
 
-    def state_shardings(self, abstract_state: Any) -> Any:
+    def state_shardings(self, abstract_state: Any, boxed_params: Any = None) -> Any:
         """NamedShardings for a TrainState (params by the rules, optimizer state alike;
-        everything replicated under the shard_map strategy)."""
+        everything replicated under the shard_map strategy).
+
+        ``boxed_params``: the params as the model's init returns them, with Flax's
+        logical-partitioning boxes, so logical axis names can be mapped by
+        ``logical_rules``.
+        """
         if self.strategy == "shard_map":
             return jax.tree.map(lambda _: self.replicated(), abstract_state)
-        specs, self.unused_rules = partition_specs(abstract_state.params, self.mesh,
-                                                   self.rules, self.logical_rules)
+        specs, self.unused_rules = partition_specs(
+            abstract_state.params if boxed_params is None else boxed_params, self.mesh,
+            self.rules, self.logical_rules)
         return state_shardings(abstract_state, specs, self.mesh)
 
     def check_batch(self, batch_size: int, argument: str = "batch_size") -> None:
