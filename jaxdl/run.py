@@ -243,6 +243,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
         steps_per_epoch = arrays.steps_per_epoch(len(x_train), config.batch_size)
         trainer = build_trainer(config, steps_per_epoch)
     resuming = _prepare_workdir(workdir, config)
+    if trainer.placement is not None and not quiet and jax.process_index() == 0:
+        # Placement, per-device bytes and the compiled step's memory, before allocating.
+        from jaxdl.parallel.report import preflight
+
+        report = preflight(trainer, x_train[:1], config.batch_size, sample_y=y_train[:1],
+                           data_bytes=x_train.nbytes + y_train.nbytes + data.x_val.nbytes
+                           + data.y_val.nbytes)
+        print(report.render(), file=sys.stderr)
     state = trainer.init(jax.random.key(config.seed), x_train[:1])
 
     jsonl = writers.JsonlWriter(workdir / "metrics.jsonl")  # always: resume and plot read it

@@ -1,7 +1,15 @@
-"""``jaxdl summary --config FILE``: the model's parameters, without training.
+"""``jaxdl summary --config FILE``: the model's parameters and their placement, without training.
 
 Shapes come from ``jax.eval_shape`` of the init: nothing is allocated, so a
-model far larger than this machine's memory can be inspected.
+model far larger than this machine's memory can be inspected. With a mesh in
+the config (``--config.mesh.fsdp=8``) the table also shows each parameter's
+PartitionSpec and bytes per device, warns about sharding rules that matched
+nothing and large parameters left replicated, and gives the compiled training
+step's memory per device (see :mod:`jaxdl.parallel.report`). A pod's mesh can
+be inspected on a laptop with fake CPU devices::
+
+    XLA_FLAGS=--xla_force_host_platform_device_count=64 JAX_PLATFORMS=cpu \\
+        jaxdl summary --config experiments/x.py --config.mesh.fsdp=64
 """
 
 from __future__ import annotations
@@ -13,9 +21,20 @@ import jax
 import ml_collections
 import numpy as np
 
+from jaxdl.parallel.report import Preflight, human_bytes, preflight
+
+_human = human_bytes  # the former private name
+
 
 def parameter_table(params: Any) -> list[dict[str, Any]]:
-    """One row per parameter: path, shape, dtype, count, bytes (abstract or concrete leaves)."""
+    """One row per parameter: path, shape, dtype, count, bytes (abstract or concrete leaves).
+
+    Args:
+      params: a params tree of arrays or ``jax.ShapeDtypeStruct``.
+
+    Returns:
+      A list of dicts with keys ``path``, ``shape``, ``dtype``, ``count`` and ``bytes``.
+    """
     rows = []
     for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
         count = math.prod(leaf.shape)
@@ -25,35 +44,66 @@ def parameter_table(params: Any) -> list[dict[str, Any]]:
     return rows
 
 
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return str(n)
+def _check_device_count(config: ml_collections.ConfigDict) -> None:
+    """A mesh larger than this machine: say how to inspect it on fake CPU devices."""
+    from jaxdl import errors, run
+
+    spec = run.mesh_spec(config)
+    if spec is None:
+        return
+    needed = math.prod(v for v in spec.values() if isinstance(v, int) and v > 0)
+    if needed > jax.device_count():
+        sizes = " ".join(f"--config.mesh.{k}={v}" for k, v in spec.items() if v != 1)
+        raise errors.input_error(
+            "--config.mesh", f"at most the {jax.device_count()} device(s) of this machine",
+            f"a mesh of {needed} devices ({sizes})",
+            f"inspect it on fake CPU devices: XLA_FLAGS=--xla_force_host_platform_device_count="
+            f"{needed} JAX_PLATFORMS=cpu jaxdl summary ... {sizes}")
 
 
-def summarize(config: ml_collections.ConfigDict) -> str:
-    """The parameter table of an experiment config's model, as text."""
+def preflight_of(config: ml_collections.ConfigDict, *, compile_step: bool = True,
+                 large_bytes: int = 1 << 20) -> tuple[Preflight, tuple[int, ...]]:
+    """The pre-flight report of an experiment config, and the model's input shape.
+
+    Args:
+      config: an experiment config (data, model, loss, optimizer, mesh, sharding, batch_size).
+      compile_step: compile the training step to report its memory per device.
+      large_bytes: replicated parameters at least this large are warned about on a mesh.
+
+    Returns:
+      ``(report, input_shape)``: the :class:`jaxdl.parallel.report.Preflight` for a global
+      batch of ``config.batch_size``, and the shape of one input row.
+
+    Raises:
+      InputError: naming ``--config.KEY`` for a bad data name, model, mesh or batch size.
+    """
     from jaxdl import run
     from jaxdl.data import datasets
 
-    x, _ = datasets.raw_arrays(config.data.name)
-    images = x.reshape(len(x), 8, 8, 1) if config.data.get("images", False) else x
-    trainer = run.build_trainer(config, steps_per_epoch=1)
-    abstract = trainer.abstract_state(np.zeros((1, *images.shape[1:]), np.float32))
-    rows = parameter_table(abstract.params)
-    opt_bytes = sum(math.prod(leaf.shape) * np.dtype(leaf.dtype).itemsize
-                    for leaf in jax.tree.leaves(abstract.opt_state))
-    width = max(len(r["path"]) for r in rows)
-    lines = [f"model {config.model.name} on {config.data.name} (inputs {images.shape[1:]}), "
-             f"{jax.device_count()} device(s)",
-             f"{'parameter':<{width}}  {'shape':<14} {'dtype':<8} {'count':>10} {'bytes':>10}"]
-    for r in rows:
-        lines.append(f"{r['path']:<{width}}  {str(r['shape']):<14} {r['dtype']:<8} "
-                     f"{r['count']:>10,} {_human(r['bytes']):>10}")
-    total = sum(r["bytes"] for r in rows)
-    lines.append(f"total: {sum(r['count'] for r in rows):,} parameters, {_human(total)}; "
-                 f"optimizer state {_human(opt_bytes)}; per device (replicated): "
-                 f"{_human(total + opt_bytes)}")
-    return "\n".join(lines)
+    with run.config_errors():
+        x, y = datasets.raw_arrays(config.data.name)
+        images = x.reshape(len(x), 8, 8, 1) if config.data.get("images", False) else x
+        _check_device_count(config)
+        trainer = run.build_trainer(config, steps_per_epoch=1)
+        report = preflight(trainer, images[:1], config.batch_size, sample_y=y[:1],
+                           compile_step=compile_step, large_bytes=large_bytes,
+                           data_bytes=int(x.nbytes + y.nbytes) if trainer.placement else 0)
+    return report, tuple(images.shape[1:])
+
+
+def summarize(config: ml_collections.ConfigDict) -> str:
+    """The parameter table of an experiment config's model and its placement, as text.
+
+    Args:
+      config: an experiment config; its ``mesh`` and ``sharding.rules`` place the state and
+        ``batch_size`` is the global batch the training step is compiled for.
+
+    Returns:
+      A header line, then :meth:`jaxdl.parallel.report.Preflight.render`: one row per
+      parameter (path, shape, dtype, count, bytes, spec, bytes per device), the totals, the
+      compiled step's memory per device and any warnings.
+    """
+    report, input_shape = preflight_of(config)
+    header = (f"model {config.model.name} on {config.data.name} (inputs {input_shape}), "
+              f"{jax.device_count()} device(s)")
+    return header + "\n" + report.render()
