@@ -58,6 +58,12 @@ class Programs:
             self.train_step = shard_map_step(step_lib.make_train_step(
                 model, loss, tx, metrics, augment=augment, nan_policy=nan_policy,
                 axis_name=BATCH_AXES), placement.mesh)
+        elif placement is not None and placement.strategy == "pmap":
+            from jaxdl.parallel.strategies import PMAP_AXIS, pmap_step
+
+            self.train_step = pmap_step(step_lib.make_train_step(
+                model, loss, tx, metrics, augment=augment, nan_policy=nan_policy,
+                axis_name=PMAP_AXIS), placement.mesh)
         else:
             self.train_step = self._split_batches(step_lib.make_train_step(
                 model, loss, tx, metrics, augment=augment, nan_policy=nan_policy))

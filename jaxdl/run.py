@@ -99,7 +99,7 @@ def _optimizer(config: ml_collections.ConfigDict, total_steps: int):
                                 l2=opt.get("l2", 0.0), clip_norm=opt.get("clip_norm", None) or None)
 
 
-STRATEGIES = ("auto", "shard_map")
+STRATEGIES = ("auto", "shard_map", "pmap")
 
 
 def mesh_spec(config: ml_collections.ConfigDict) -> dict[str, int] | None:

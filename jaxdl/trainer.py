@@ -65,8 +65,9 @@ class Trainer:
         ``{"data": -1}`` / ``{"data": 2, "fsdp": 2, "tensor": 2}``: the state is placed by
         partition ``rules`` (FSDP over ``fsdp`` by default; ``logical_rules`` map Flax
         logical axis names) and every batch is split over (data, fsdp).
-      strategy: with a mesh, "auto" (jit + NamedShardings) or "shard_map" (an explicit SPMD
-        step: local gradients averaged with ``lax.pmean``; parameters replicated).
+      strategy: with a mesh, "auto" (jit + NamedShardings), "shard_map" (an explicit SPMD
+        step: local gradients averaged with ``lax.pmean``; parameters replicated) or "pmap"
+        (the same step under legacy ``jax.pmap``).
       nan_policy: what a step with a non-finite loss or gradient does, decided on device:
         "none" (apply it), "raise" (skip it and stop with NonFiniteError naming the step
         and the gradients), "skip" (skip it, count ``nonfinite_steps`` per epoch) or

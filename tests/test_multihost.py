@@ -30,7 +30,7 @@ def _test_line(workdir):
     return json.loads(lines[-1]), len(lines)
 
 
-@pytest.mark.parametrize("strategy", ["auto", "shard_map"])
+@pytest.mark.parametrize("strategy", ["auto", "shard_map"])  # pmap maps local devices only
 def test_two_processes_match_one_process_with_eight_devices(tmp_path, strategy):
     args = [*ARGS, f"--config.strategy={strategy}"]
     single = subprocess.run([sys.executable, "-m", "jaxdl", "train", "--workdir",

@@ -78,7 +78,7 @@ def single_device_run(blobs):
 
 @pytest.mark.parametrize("strategy,mesh", [
     ("auto", {"data": 8}), ("auto", {"fsdp": 8}), ("auto", {"data": 2, "fsdp": 2, "tensor": 2}),
-    ("shard_map", {"data": 8}), ("shard_map", {"data": 4, "fsdp": 2}),
+    ("shard_map", {"data": 8}), ("shard_map", {"data": 4, "fsdp": 2}), ("pmap", {"data": 8}),
 ])
 def test_strategies_match_one_device(blobs, single_device_run, strategy, mesh):
     x, y = blobs  # 100 examples, batch 16: the last batch (4 rows) leaves shards empty

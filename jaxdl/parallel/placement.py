@@ -41,6 +41,11 @@ class Placement:
             raise errors.unknown_name("strategy", "strategy", strategy, list(STRATEGIES))
         self.strategy = strategy
         self.mesh = mesh if isinstance(mesh, jax.sharding.Mesh) else make_mesh(mesh)
+        if strategy == "pmap" and self.mesh.shape["tensor"] != 1:
+            raise errors.input_error(
+                "mesh", "tensor=1 for the pmap strategy (it replicates parameters and splits "
+                "batches over every device)", f"tensor={self.mesh.shape['tensor']}",
+                "use strategy 'auto' for tensor parallelism")
         self.rules, self.logical_rules = list(rules), list(logical_rules)
         self.unused_rules: list[str] = []
 
@@ -63,7 +68,7 @@ class Placement:
         logical-partitioning boxes, so logical axis names can be mapped by
         ``logical_rules``.
         """
-        if self.strategy == "shard_map":
+        if self.strategy in ("shard_map", "pmap"):
             return jax.tree.map(lambda _: self.replicated(), abstract_state)
         specs, self.unused_rules = partition_specs(
             abstract_state.params if boxed_params is None else boxed_params, self.mesh,

@@ -6,6 +6,10 @@
   gradients of its shard of the batch and they are averaged with ``lax.pmean`` over
   (data, fsdp) (see ``make_train_step(axis_name=...)``); parameters are replicated.
   This is where custom collectives go.
+- "pmap": legacy replicated data parallel with ``jax.pmap`` (in maintenance mode since
+  JAX 0.8 and built on shard_map there): the same SPMD step mapped over the devices,
+  the batch reshaped to [devices, batch / devices, ...]; kept as a thin adapter for
+  code that still expects pmap semantics.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from jax.sharding import PartitionSpec
 
 from jaxdl.parallel.placement import BATCH_AXES
 
-STRATEGIES = ("auto", "shard_map")
+STRATEGIES = ("auto", "shard_map", "pmap")
+PMAP_AXIS = "batch"
 
 
 def shard_map_step(spmd_step: Callable[..., Any], mesh: jax.sharding.Mesh) -> Callable[..., Any]:
@@ -30,3 +35,31 @@ def shard_map_step(spmd_step: Callable[..., Any], mesh: jax.sharding.Mesh) -> Ca
     return jax.shard_map(spmd_step, mesh=mesh,
                          in_specs=(PartitionSpec(), PartitionSpec(BATCH_AXES)),
                          out_specs=(PartitionSpec(), PartitionSpec()))
+
+
+def pmap_step(spmd_step: Callable[..., Any], mesh: jax.sharding.Mesh) -> Callable[..., Any]:
+    """Runs ``spmd_step(state, local_batch)`` with ``jax.pmap`` over the mesh's devices.
+
+    The state goes in replicated (``in_axes=None``) and comes out once
+    (``out_axes=None``: the step averages gradients and sums statistics over
+    :data:`PMAP_AXIS`, so every device holds the same result), placed back as
+    replicated on ``mesh`` so the next dispatch sees the same shardings.
+    """
+    from jaxdl import errors
+
+    if jax.process_count() > 1:
+        raise errors.input_error(
+            "strategy", "'auto' or 'shard_map' across several processes (pmap maps over "
+            "each host's local devices only)", f"'pmap' with {jax.process_count()} processes",
+            "use --config.strategy=shard_map for the same replicated data parallelism")
+    devices = list(mesh.devices.flat)
+    replicated = jax.sharding.NamedSharding(mesh, PartitionSpec())
+    mapped = jax.pmap(spmd_step, axis_name=PMAP_AXIS, in_axes=(None, 0), out_axes=None,
+                      devices=devices)
+
+    def step(state, batch):
+        split = jax.tree.map(
+            lambda a: a.reshape(len(devices), a.shape[0] // len(devices), *a.shape[1:]), batch)
+        return jax.lax.with_sharding_constraint(mapped(state, split), replicated)
+
+    return step
