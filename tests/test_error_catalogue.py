@@ -397,8 +397,21 @@ CATALOGUE: list[Entry] = [
     Entry("E077", lambda c: _indivisible_restore(c), InputError,
           r"argument 'target shardings': expected shardings this checkpoint can be placed "
           r"on, got IndivisibleError"),
+    Entry("E078", lambda c: jdl.Trainer(jdl.models.MLP(), loss="mse", mesh={"data": 3}),
+          InputError, r"argument 'mesh': expected axis sizes whose product is the device count "
+          r"\(8: cpu:0"),
+    Entry("E079", lambda c: _indivisible_batch(c), InputError,
+          r"argument 'batch_size': expected a global batch divisible by the data-parallel size "
+          r"8 \(mesh data=8 x fsdp=1\), got 12"),
 ]
 ENTRIES = {e.id: e for e in CATALOGUE}
+
+
+def _indivisible_batch(c):
+    trainer = jdl.Trainer(jdl.models.MLP(features=(4, 1)), loss="binary_crossentropy",
+                          mesh={"data": 8})
+    state = trainer.init(jax.random.key(0), c.x[:1])
+    trainer.fit(state, c.x, c.y, epochs=1, batch_size=12, verbose=0)
 
 
 def _indivisible_restore(c):
