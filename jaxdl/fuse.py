@@ -84,13 +84,18 @@ def make_train_block(
     """
 
     def block(state, acc, data, idx, position, val_data, val_plan, *, batch_size, num_steps,
-              ragged_steps=False, ragged_epochs=False):
-        n = jax.tree.leaves(data)[0].shape[0]
+              ragged_steps=False, ragged_epochs=False, num_examples=None):
+        # data=None: the host feeds the batches themselves ({"x", "y"} [E, S, B, ...]) in
+        # place of ``idx`` (data too large to replicate, or a multi-host run).
+        n = num_examples if data is None else jax.tree.leaves(data)[0].shape[0]
         steps_in_epoch = arrays.steps_per_epoch(n, batch_size)
 
         def one_step(carry, row):
             state, acc = carry
-            batch = gather(data, row["idx"], row["mask"])
+            if data is None:
+                batch = {**row["idx"], "mask": row["mask"]}
+            else:
+                batch = gather(data, row["idx"], row["mask"])
             if ragged_steps:
                 skip = lambda s, b: (s, metrics_lib.empty(
                     jax.eval_shape(lambda s, b: train_step(s, b)[1], s, b)))
@@ -131,7 +136,7 @@ def make_train_block(
             return jax.lax.cond(row[1][1] > 0, one_epoch, skip, carry, row)
 
         if position.shape[0] == 1:
-            (state, acc), out = maybe_epoch((state, acc), (idx[0], position[0]))
+            (state, acc), out = maybe_epoch((state, acc), (_first(idx), position[0]))
             out = jax.tree.map(lambda a: a[None], out)
         else:
             (state, acc), out = jax.lax.scan(maybe_epoch, (state, acc), (idx, position))

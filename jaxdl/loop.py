@@ -192,8 +192,9 @@ def fit(programs: Programs, state: TrainState, x: Any, y: Any, *, epochs: int = 
         val = _checked(programs, state, *validation_data, "validation_data[0]",
                        "validation_data[1]")
 
-    data = _on_device(x, y, programs.placement)
-    friendly = programs.loop_friendly(state, data["x"])
+    host_fed = programs.placement is not None and programs.placement.host_data
+    data = None if host_fed else _on_device(x, y, programs.placement)
+    friendly = programs.loop_friendly(state, x)
     every_epoch = any(getattr(cb, "needs_every_epoch", True) for cb in callbacks)
     spe = arrays.steps_per_epoch(len(x), batch_size)
     fused_val = val is not None and friendly
@@ -201,7 +202,7 @@ def fit(programs: Programs, state: TrainState, x: Any, y: Any, *, epochs: int = 
     val_plan = _sequential_plan(len(val[0]), batch_size) if val is not None else None
 
     probe = {k: jax.ShapeDtypeStruct((batch_size, *v.shape[1:]), v.dtype) for k, v in
-             data.items()}
+             {"x": x, "y": y}.items()}
     probe["mask"] = jax.ShapeDtypeStruct((batch_size,), jnp.float32)
     # numpy zeros: an eager jnp.zeros would compile a broadcast per shape.
     put = programs.placement.put_replicated if programs.placement else jax.device_put
@@ -219,7 +220,8 @@ def fit(programs: Programs, state: TrainState, x: Any, y: Any, *, epochs: int = 
     e_block, s_block = dispatch_shape(spe, num_epochs, spd, every_epoch, friendly)
     e_block, s_block = _checkpoint_caps(e_block, s_block, spe, checkpointing)
     static = dict(batch_size=batch_size, num_steps=s_block, ragged_steps=spe % s_block != 0,
-                  ragged_epochs=e_block > 1 and num_epochs % e_block != 0)
+                  ragged_epochs=e_block > 1 and num_epochs % e_block != 0,
+                  num_examples=len(x) if host_fed else None)
     step = int(state.step)  # counted on the host from here on: no sync per dispatch
     ctx = dict(epochs=epochs, initial_epoch=run.epoch, steps_per_epoch=spe,
                batch_size=batch_size, step=step, **(context or {}))
@@ -250,7 +252,9 @@ def fit(programs: Programs, state: TrainState, x: Any, y: Any, *, epochs: int = 
                     position[i, 1] = 1
                 traces_before = programs.traces["block"]
                 started = time.perf_counter()
-                arguments = dict(state=state, acc=acc, data=data, idx=idx, position=position,
+                feed = programs.placement.feed({"x": x, "y": y}, idx, batch_size) \
+                    if host_fed else idx
+                arguments = dict(state=state, acc=acc, data=data, idx=feed, position=position,
                                  val_data=val_data if fused_val else None, val_plan=val_plan)
                 state, acc, (train_out, val_out, bad_out) = programs.block(
                     **arguments, **static)

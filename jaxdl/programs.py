@@ -80,7 +80,7 @@ class Programs:
         self.block = jax.jit(self._counted("block", fuse.make_train_block(
             self.train_step, self.reported, evaluate)),
                              static_argnames=("batch_size", "num_steps", "ragged_steps",
-                                              "ragged_epochs"),
+                                              "ragged_epochs", "num_examples"),
                              donate_argnums=(0, 1))
         self.eval_batch = jax.jit(self._accumulate_eval)
         self.results = jax.jit(lambda stats: {m.name: m.result(stats[m.name])

@@ -68,6 +68,10 @@ class Trainer:
       strategy: with a mesh, "auto" (jit + NamedShardings), "shard_map" (an explicit SPMD
         step: local gradients averaged with ``lax.pmean``; parameters replicated) or "pmap"
         (the same step under legacy ``jax.pmap``).
+      data_placement: with a mesh, "device" (the training set replicated on the devices,
+        batches gathered there), "host" (each process sends only its slice of every global
+        batch, assembled with ``jax.make_array_from_process_local_data``) or "auto" (host
+        when there are several processes).
       nan_policy: what a step with a non-finite loss or gradient does, decided on device:
         "none" (apply it), "raise" (skip it and stop with NonFiniteError naming the step
         and the gradients), "skip" (skip it, count ``nonfinite_steps`` per epoch) or
@@ -81,7 +85,7 @@ class Trainer:
                  l2: float = 0.0, clip_norm: float | None = None,
                  augment: step_lib.Augment | None = None, nan_policy: str = "none",
                  mesh: Any = None, rules: Any = (), logical_rules: Any = (),
-                 strategy: str = "auto"):
+                 strategy: str = "auto", data_placement: str = "auto"):
         if isinstance(model, type) and issubclass(model, nn.Module):
             raise errors.type_error("model", "a Flax module instance", f"the class "
                                     f"{model.__name__}", f"instantiate it: {model.__name__}(...)")
@@ -101,7 +105,7 @@ class Trainer:
         if mesh is not None:
             from jaxdl.parallel import Placement
 
-            self.placement = Placement(mesh, rules, logical_rules, strategy)
+            self.placement = Placement(mesh, rules, logical_rules, strategy, data_placement)
         self.programs = Programs(model, self.loss, self.tx, self.metrics, augment,
                                  nan_policy, self.placement)
         # Init runs once: on CPU, compiling it without LLVM's optimizations cuts

@@ -76,15 +76,18 @@ def single_device_run(blobs):
     return jax.device_get(state.params), history
 
 
-@pytest.mark.parametrize("strategy,mesh", [
-    ("auto", {"data": 8}), ("auto", {"fsdp": 8}), ("auto", {"data": 2, "fsdp": 2, "tensor": 2}),
-    ("shard_map", {"data": 8}), ("shard_map", {"data": 4, "fsdp": 2}), ("pmap", {"data": 8}),
+@pytest.mark.parametrize("strategy,mesh,data", [
+    ("auto", {"data": 8}, "device"), ("auto", {"fsdp": 8}, "device"),
+    ("auto", {"data": 2, "fsdp": 2, "tensor": 2}, "device"), ("auto", {"data": 8}, "host"),
+    ("shard_map", {"data": 8}, "device"), ("shard_map", {"data": 4, "fsdp": 2}, "host"),
+    ("pmap", {"data": 8}, "device"),
 ])
-def test_strategies_match_one_device(blobs, single_device_run, strategy, mesh):
+def test_strategies_match_one_device(blobs, single_device_run, strategy, mesh, data):
     x, y = blobs  # 100 examples, batch 16: the last batch (4 rows) leaves shards empty
     params, history = single_device_run
     trainer = jdl.Trainer(jdl.models.MLP(features=(64, 1)), loss="binary_crossentropy",
-                          metrics=["accuracy"], mesh=mesh, strategy=strategy)
+                          metrics=["accuracy"], mesh=mesh, strategy=strategy,
+                          data_placement=data)
     state = trainer.init(jax.random.key(0), x[:1])
     state, sharded_history = trainer.fit(state, x, y, epochs=2, batch_size=16, verbose=0)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),

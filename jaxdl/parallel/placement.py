@@ -34,12 +34,18 @@ class Placement:
     def __init__(self, mesh: jax.sharding.Mesh | Mapping[str, int],
                  rules: Sequence[Rule] = (),
                  logical_rules: Sequence[tuple[str, str | None]] = (),
-                 strategy: str = "auto"):
+                 strategy: str = "auto", data: str = "auto"):
         from jaxdl.parallel.strategies import STRATEGIES
 
         if strategy not in STRATEGIES:
             raise errors.unknown_name("strategy", "strategy", strategy, list(STRATEGIES))
         self.strategy = strategy
+        if data not in ("auto", "device", "host"):
+            raise errors.unknown_name("data placement", "data placement", data,
+                                      ["auto", "device", "host"])
+        # "device": the data set replicated on every device, batches gathered there;
+        # "host": each process sends only its slice of every global batch (multi-host).
+        self.host_data = data == "host" or (data == "auto" and jax.process_count() > 1)
         self.mesh = mesh if isinstance(mesh, jax.sharding.Mesh) else make_mesh(mesh)
         if strategy == "pmap" and self.mesh.shape["tensor"] != 1:
             raise errors.input_error(
@@ -91,3 +97,26 @@ class Placement:
 
     def put_replicated(self, tree: Any) -> Any:
         return jax.device_put(tree, self.replicated())
+
+    def local_rows(self, batch_size: int) -> slice:
+        """The rows of every global batch whose shards live on this process's devices."""
+        index = self.batch_sharding().addressable_devices_indices_map((batch_size,))
+        starts = [i[0].start or 0 for i in index.values()]
+        stops = [batch_size if i[0].stop is None else i[0].stop for i in index.values()]
+        return slice(min(starts), max(stops))
+
+    def feed(self, arrays: dict[str, Any], idx: Any, batch_size: int) -> dict[str, jax.Array]:
+        """Global [E, S, B, ...] batches built from this process's rows only.
+
+        ``idx`` [E, S, B] are the global batch indices (every process computes the
+        same); each process gathers its slice of the batch axis from its host copy
+        and ``jax.make_array_from_process_local_data`` assembles the global arrays.
+        """
+        rows = self.local_rows(batch_size)
+        sharding = NamedSharding(self.mesh, PartitionSpec(None, None, BATCH_AXES))
+        out = {}
+        for key, value in arrays.items():
+            local = value[idx[:, :, rows]]
+            out[key] = jax.make_array_from_process_local_data(
+                sharding, local, (*idx.shape, *value.shape[1:]))
+        return out
