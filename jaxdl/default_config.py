@@ -52,7 +52,10 @@ def get_config() -> ml_collections.ConfigDict:
     # FSDP over "fsdp" by default; batches are split over (data, fsdp).
     c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=1, tensor=1))
     c.strategy = "auto"  # jax.jit with NamedShardings
-    c.sharding = ml_collections.ConfigDict(dict(rules=()))
+    # rules: ((regex on the parameter path, PartitionSpec tuple), ...); logical_rules: Flax
+    # logical axis name -> mesh axis, e.g. (("mlp", "tensor"), ("embed", None)).
+    c.sharding = ml_collections.ConfigDict(dict(rules=(), logical_rules=(),
+                                                data_placement="auto"))
     c.writers = ("jsonl",)  # add "tensorboard" (WORKDIR/tensorboard/) and/or "csv" (metrics.csv)
     c.plot = False  # write WORKDIR/curves.png at the end
     c.peak_flops = 0.0  # device peak FLOP/s for MFU when the device is not a known accelerator

@@ -54,7 +54,7 @@ CONFIG_KEYS = {
     "steps_per_dispatch": "steps_per_dispatch", "batch_size": "batch_size",
     "epochs": "epochs", "keep": "checkpoint.keep", "mesh": "mesh",
     "mesh.data": "mesh.data", "mesh.fsdp": "mesh.fsdp", "mesh.tensor": "mesh.tensor",
-    "sharding.rules": "sharding.rules",
+    "sharding.rules": "sharding.rules", "data placement": "sharding.data_placement",
 }
 
 
@@ -119,7 +119,9 @@ def build_trainer(config: ml_collections.ConfigDict, steps_per_epoch: int):
     if strategy not in STRATEGIES:
         raise errors.unknown_name("--config.strategy", "strategy", strategy, list(STRATEGIES))
     total_steps = max(1, config.epochs * steps_per_epoch)
-    rules = [tuple(rule) for rule in config.get("sharding", {}).get("rules", ())]
+    sharding = config.get("sharding", ml_collections.ConfigDict())
+    rules = [tuple(rule) for rule in sharding.get("rules", ())]
+    logical_rules = [tuple(rule) for rule in sharding.get("logical_rules", ())]
     spec = mesh_spec(config)
     with config_errors():
         mesh = None
@@ -130,7 +132,8 @@ def build_trainer(config: ml_collections.ConfigDict, steps_per_epoch: int):
     return Trainer(_model(config), loss=config.loss, metrics=list(config.metrics),
                    optimizer=_optimizer(config, total_steps),
                    nan_policy=config.get("nan_policy", "raise"), mesh=mesh, rules=rules,
-                   strategy=strategy)
+                   logical_rules=logical_rules, strategy=strategy,
+                   data_placement=sharding.get("data_placement", "auto"))
 
 
 def _callbacks(config: ml_collections.ConfigDict) -> list:
@@ -202,7 +205,8 @@ def _prepare_workdir(workdir: Path, config: ml_collections.ConfigDict) -> bool:
         now = config_lib.flatten(config)
         # Output-only keys, and the topology: a checkpoint restores onto another mesh.
         ignore = {"checkpoint.resume", "writers", "plot", "profile.steps", "peak_flops",
-                  "mesh.data", "mesh.fsdp", "mesh.tensor", "strategy"}
+                  "mesh.data", "mesh.fsdp", "mesh.tensor", "strategy",
+                  "sharding.data_placement"}
         changed = sorted(k for k in set(before) | set(now) if k not in ignore and
                          json.dumps(before.get(k)) != json.dumps(config_lib.config_to_dict(
                              ml_collections.ConfigDict({"v": now.get(k)}))["v"]))
