@@ -256,3 +256,25 @@ def test_keeps_the_latest_n_plus_the_best(tmp_path):
             ckpt.save(step, _tree(step), {"epoch": step}, metrics={"val_loss": loss})
         ckpt.wait()
         assert ckpt.steps == [2, 4, 5]
+
+
+def test_a_run_checkpointed_on_eight_devices_resumes_on_one(blobs, tmp_path):
+    x, y = blobs
+    make = lambda mesh: jdl.Trainer(jdl.models.MLP(features=(32, 1)),
+                                    loss="binary_crossentropy", mesh=mesh)
+    one = make(None)
+    state = one.init(jax.random.key(0), x[:1])
+    whole, whole_history = one.fit(state, x, y, epochs=4, batch_size=16, verbose=0,
+                                   steps_per_dispatch=7)
+    eight = make({"data": 8})
+    with Checkpointer(tmp_path) as ckpt:
+        eight.fit(eight.init(jax.random.key(0), x[:1]), x, y, epochs=2, batch_size=16,
+                  verbose=0, steps_per_dispatch=7, checkpointing=Checkpointing(ckpt))
+    with Checkpointer(tmp_path) as ckpt:  # the same run, continued on one device
+        resumed, history = one.fit(state, x, y, epochs=4, batch_size=16, verbose=0,
+                                   steps_per_dispatch=7, checkpointing=Checkpointing(ckpt))
+    assert int(resumed.step) == int(whole.step) == 28
+    assert len(resumed.params["dense_0"]["kernel"].sharding.device_set) == 1
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                 jax.device_get(resumed.params), jax.device_get(whole.params))
+    np.testing.assert_allclose(history["loss"], whole_history["loss"], rtol=1e-5)
