@@ -405,12 +405,6 @@ class Checkpointer:
         self.close()
 
 
-def latest_meta(directory: str | Path) -> tuple[int, dict[str, Any]] | None:
-    """(step, meta) of the newest checkpoint under ``directory`` without reading arrays."""
-    with Checkpointer(directory, keep=1000) as ckpt:
-        steps = ckpt.steps
-        return (steps[-1], ckpt.read_meta(steps[-1])) if steps else None
-
 
 @dataclasses.dataclass
 class Checkpointing:

@@ -102,9 +102,8 @@ def _read_run_inputs(input_path: Path, num_features: list[int]) -> np.ndarray:
                                  f"{x.shape[1:]} and dtype {x.dtype} in {input_path}",
                                  "pass raw inputs with the training columns")
     x = x.astype(np.float32)
-    finite = np.isfinite(x).reshape(len(x), -1).all(axis=1)
-    if not finite.all():
-        rows = np.flatnonzero(~finite)
+    rows = check.nonfinite_rows(x)
+    if len(rows):
         raise errors.input_error("--input", "finite values (no NaN or inf)",
                                  f"{len(rows)} row(s) with NaN/inf in {input_path}, first at "
                                  f"row {rows[0]}", "drop or impute those rows first")

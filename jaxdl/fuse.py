@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from jaxdl import metrics as metrics_lib
 from jaxdl.data import arrays
-from jaxdl.step import Batch, zero_stats
+from jaxdl.step import Batch
 
 Plan = dict[str, jax.Array]
 
@@ -55,7 +55,7 @@ def make_evaluate(
             return metrics_lib.merge(acc, eval_step(state, gather(data, *row))), None
 
         rows = (plan["idx"], plan["mask"])
-        acc = zero_stats(eval_step, state, gather(data, *_first(rows)))
+        acc = metrics_lib.empty(jax.eval_shape(eval_step, state, gather(data, *_first(rows))))
         acc, _ = jax.lax.scan(body, acc, rows)
         return _results(reported, acc)
 

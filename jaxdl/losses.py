@@ -193,8 +193,3 @@ def get(loss: str | Loss | PerExampleLoss) -> Loss:
     raise errors.type_error("loss", "a loss name, a jdl.losses.Loss or a callable "
                             "fn(outputs, labels) -> per-example losses", errors.describe(loss),
                             f"pass one of {sorted(LOSSES)}")
-
-
-def masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
-    """Mean of ``values`` [B] over examples with ``mask`` [B] > 0 (mask used as weights)."""
-    return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1e-12)

@@ -36,6 +36,7 @@ import numpy as np
 
 from jaxdl import config as config_lib
 from jaxdl import errors
+from jaxdl.data.validate import nonfinite_rows
 
 WRITERS = ("jsonl", "tensorboard", "csv")
 
@@ -346,11 +347,11 @@ def _read_inputs(path: Path) -> np.ndarray:
             given = f"{path.name}: {str(e).splitlines()[0][:120].rstrip('.')}"
         raise errors.input_error("--input", what, given, "keep numeric columns only, e.g. "
                                  "np.save(path, x.astype('float32'))") from None
-    rows = ~np.isfinite(np.asarray(x, np.float64).reshape(len(x), -1)).all(axis=1)
-    if rows.any():
+    rows = nonfinite_rows(np.asarray(x))
+    if len(rows):
         raise errors.input_error("--input", "finite values (no NaN or inf)",
-                                 f"{int(rows.sum())} row(s) with NaN/inf, first at row "
-                                 f"{int(np.argmax(rows))} of {path.name}",
+                                 f"{len(rows)} row(s) with NaN/inf, first at row "
+                                 f"{rows[0]} of {path.name}",
                                  "drop or fill those rows before predicting")
     return x
 

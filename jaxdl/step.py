@@ -200,9 +200,3 @@ def make_predict_step(
         return link(outputs)
 
     return predict_step
-
-
-def zero_stats(stats_fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
-    """Zeros shaped like ``stats_fn(*args)``'s output, from its abstract evaluation."""
-    shapes = jax.eval_shape(stats_fn, *args)
-    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)

@@ -47,11 +47,6 @@ def test_regression_losses_match_numpy(name, fn):
     np.testing.assert_allclose(got, fn(outputs[:, 0], labels), rtol=1e-5, atol=1e-6)
 
 
-def test_masked_mean_ignores_padding():
-    values = jnp.array([1.0, 2.0, 3.0, 100.0])
-    assert float(losses.masked_mean(values, jnp.array([1.0, 1.0, 1.0, 0.0]))) == 2.0
-
-
 def test_unknown_loss_lists_known_names():
     with pytest.raises(ValueError, match="binary_crossentropy.*did you mean"):
         losses.get("binary_crossentropyy")

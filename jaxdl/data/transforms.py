@@ -19,6 +19,7 @@ import numpy as np
 from flax import struct
 
 from jaxdl import errors
+from jaxdl.data.validate import nonfinite_rows
 
 NONFINITE_POLICIES = ("drop", "impute_mean", "impute_median", "error")
 
@@ -32,9 +33,9 @@ class Cleaned(NamedTuple):
 
 
 def _rows_finite(a: np.ndarray) -> np.ndarray:
-    if a.dtype.kind not in "fc":
-        return np.ones(len(a), bool)
-    return np.isfinite(a.reshape(len(a), -1)).all(axis=1)
+    finite = np.ones(len(a), bool)
+    finite[nonfinite_rows(a)] = False
+    return finite
 
 
 def _as_rows(x: Any, y: Any) -> tuple[np.ndarray, np.ndarray | None]:
@@ -153,11 +154,10 @@ def _fit_input(x: Any) -> np.ndarray:
     if x.ndim == 0 or len(x) == 0:
         raise errors.input_error("x", "a non-empty array [n, features]", errors.describe(x),
                                  "fit on the training split")
-    rows = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
-    if rows.any():
+    rows = nonfinite_rows(x)
+    if len(rows):
         raise errors.input_error("x", "finite values to fit statistics on",
-                                 f"NaN/inf in {int(rows.sum())} rows, the first row "
-                                 f"{int(np.flatnonzero(rows)[0])}",
+                                 f"NaN/inf in {len(rows)} rows, the first row {rows[0]}",
                                  "clean them first: jdl.data.clean(x, y)")
     return x
 

@@ -13,6 +13,13 @@ import numpy as np
 from jaxdl import errors
 
 
+def nonfinite_rows(array: np.ndarray) -> np.ndarray:
+    """Indices of the rows [n, ...] holding NaN or inf (none for non-float arrays)."""
+    if array.dtype.kind not in "fc":
+        return np.zeros(0, np.int64)
+    return np.flatnonzero(~np.isfinite(array.reshape(len(array), -1)).all(axis=1))
+
+
 def as_features(x: Any, argument: str = "x") -> np.ndarray:
     """``x`` as a numeric numpy array [n, ...] (float32 unless integer), checked finite."""
     if x is None:
@@ -36,9 +43,8 @@ def as_features(x: Any, argument: str = "x") -> np.ndarray:
         array = array[:, None]  # one feature per example, as Keras does
     if array.dtype.kind == "f":
         array = array.astype(np.float32, copy=False)
-        finite = np.isfinite(array).reshape(len(array), -1).all(axis=1)
-        if not finite.all():
-            rows = np.flatnonzero(~finite)
+        rows = nonfinite_rows(array)
+        if len(rows):
             raise errors.input_error(
                 argument, "finite values (no NaN or inf)",
                 f"{len(rows)} row(s) with NaN/inf, first at row {rows[0]}",
