@@ -5,6 +5,13 @@ once per finished epoch, with that epoch's logs (``loss``, metrics, ``val_*``).
 They may return a new state (restored weights, a lowered learning rate) and set
 ``stop_training``. When callbacks are given, each dispatch ends at an epoch
 boundary, so a stop takes effect exactly where Keras would stop.
+
+Populations (:mod:`jaxdl.population`): each log value is a float64 array [N],
+one per member (NaN for members that no longer train; ``members_active`` says
+which trained this epoch). The kit's callbacks then act per member: early
+stopping and NaN termination stop single members (``stopped_members``), the
+plateau callback lowers single members' learning rates; ``stop_training`` means
+every member is done.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import warnings
 from typing import Any
 
 import jax
+import numpy as np
 
 from jaxdl import errors
 from jaxdl import optim as optim_lib
@@ -25,14 +33,39 @@ def _copy(state: TrainState) -> TrainState:
     return jax.tree.map(lambda a: a.copy(), state)
 
 
-def _json_float(value: float) -> float | str:
+def _json_float(value: Any) -> Any:
+    if np.ndim(value):
+        return [_json_float(float(v)) for v in np.asarray(value).ravel()]
+    value = float(value)
     return value if math.isfinite(value) else str(value)
+
+
+def _from_json(value: Any, dtype: Any = np.float64) -> Any:
+    if isinstance(value, list):
+        return np.asarray([float(v) for v in value], dtype)
+    return float(value) if dtype == np.float64 else value
+
+
+def member_logs(logs: dict[str, Any], active: Any = None) -> list[tuple[int | None, dict]]:
+    """``[(None, logs)]`` for one model; ``[(i, logs of member i), ...]`` for a population
+    (members in ``active`` [N] only, when given)."""
+    sizes = {np.size(v) for v in logs.values() if np.ndim(v)}
+    if not sizes:
+        return [(None, {k: float(v) for k, v in logs.items()})]
+    n = sizes.pop()
+    members = range(n) if active is None else np.flatnonzero(active)
+    return [(int(i), {k: float(np.asarray(v).reshape(n)[i]) for k, v in logs.items()})
+            for i in members]
 
 
 class Callback:
     """Base class; override what you need. ``stop_training`` ends ``fit`` after this epoch."""
 
     stop_training: bool = False
+    # Populations: members that trained in the epoch being reported (set by the driver
+    # before on_epoch_end; None for one model), and members this callback stopped.
+    members_active: np.ndarray | None = None
+    stopped_members: np.ndarray | None = None
 
     def on_train_begin(self, state: TrainState, context: dict[str, Any]) -> TrainState:
         """Called once before the first dispatch; ``context`` has epochs, steps_per_epoch..."""
@@ -86,10 +119,24 @@ class _Monitor(Callback):
             return None
         return logs[self.monitor]
 
-    def _improved(self, value: float) -> bool:
-        if self.mode == "min":
-            return value < self.best - self.min_delta
-        return value > self.best + self.min_delta
+    def _improved(self, value: Any) -> Any:
+        """Elementwise for a population: [N] bools (NaN never improves)."""
+        with np.errstate(invalid="ignore"):
+            if self.mode == "min":
+                return np.less(value, self.best - self.min_delta)
+            return np.greater(value, self.best + self.min_delta)
+
+    def _per_member(self, value: Any) -> bool:
+        """Whether ``value`` is a population's [N]; sets up per-member counters once."""
+        if not np.ndim(value):
+            return False
+        if not np.ndim(self.best):
+            self.best = np.full(np.size(value), self.best)
+            self._start_members(np.size(value))
+        return True
+
+    def _start_members(self, n: int) -> None:
+        pass
 
 
 class EarlyStopping(_Monitor):
@@ -116,10 +163,17 @@ class EarlyStopping(_Monitor):
         self.wait, self.best_epoch, self.stopped_epoch = 0, None, None
         self.best_state: TrainState | None = None
 
+    def _start_members(self, n):
+        self.wait, self.best_epoch = np.zeros(n, int), np.full(n, -1)
+        self.stopped_members = np.zeros(n, bool)
+        self.stopped_epoch = np.full(n, -1)
+
     def on_epoch_end(self, epoch, logs, state):
         value = self._value(logs)
         if value is None or epoch < self.start_from_epoch:
             return state
+        if self._per_member(value):
+            return self._members_epoch(epoch, np.asarray(value, np.float64), state)
         if self._improved(value):
             self.best, self.best_epoch, self.wait = value, epoch, 0
             if self.restore_best_weights:
@@ -130,17 +184,41 @@ class EarlyStopping(_Monitor):
             self.stop_training, self.stopped_epoch = True, epoch
         return state
 
+    def _members_epoch(self, epoch, value, state):
+        from jaxdl import population
+
+        running = ~self.stopped_members
+        improved = self._improved(value) & running
+        self.best = np.where(improved, value, self.best)
+        self.best_epoch = np.where(improved, epoch, self.best_epoch)
+        self.wait = np.where(improved, 0, self.wait + running)
+        newly = running & (self.wait >= max(self.patience, 1))
+        self.stopped_members = self.stopped_members | newly
+        self.stopped_epoch = np.where(newly, epoch, self.stopped_epoch)
+        self.stop_training = bool(self.stopped_members.all())
+        if self.restore_best_weights and improved.any():
+            kept = {"params": state.params, "model_state": state.model_state}
+            self.best_state = _copy(kept) if self.best_state is None else population.select_jit(
+                improved, kept, self.best_state)
+        return state
+
     def state_dict(self):
-        return {"best": _json_float(self.best), "wait": self.wait, "best_epoch": self.best_epoch,
-                "stopped_epoch": self.stopped_epoch, "stop_training": self.stop_training,
+        array = lambda v: v.tolist() if isinstance(v, np.ndarray) else v
+        return {"best": _json_float(self.best), "wait": array(self.wait),
+                "best_epoch": array(self.best_epoch), "stopped_epoch": array(self.stopped_epoch),
+                "stop_training": self.stop_training,
+                "stopped_members": array(self.stopped_members),
                 "has_best_state": self.best_state is not None}
 
     def load_state_dict(self, state, arrays=None):
         if not state:
             return
-        self.best, self.wait = float(state["best"]), state["wait"]
-        self.best_epoch, self.stopped_epoch = state["best_epoch"], state["stopped_epoch"]
+        self.best, self.wait = _from_json(state["best"]), _from_json(state["wait"], int)
+        self.best_epoch = _from_json(state["best_epoch"], int)
+        self.stopped_epoch = _from_json(state["stopped_epoch"], int)
         self.stop_training = state["stop_training"]
+        if state.get("stopped_members") is not None:
+            self.stopped_members = np.asarray(state["stopped_members"], bool)
         if arrays is not None and state["has_best_state"]:
             self.best_state = arrays
 
@@ -158,9 +236,14 @@ class EarlyStopping(_Monitor):
         if self.restore_best_weights and self.best_state is not None:
             # Keep the step counter, data position and RNG moving forward; restore the model.
             best = self.best_state
-            if isinstance(best, dict):  # restored from a checkpoint
-                return state.replace(params=best["params"], model_state=best["model_state"])
-            return state.replace(params=best.params, model_state=best.model_state)
+            if not isinstance(best, dict):
+                best = {"params": best.params, "model_state": best.model_state}
+            if np.ndim(self.best_epoch):  # members that never improved keep their state
+                from jaxdl import population
+
+                best = population.select_jit(self.best_epoch >= 0, best, {
+                    "params": state.params, "model_state": state.model_state})
+            return state.replace(params=best["params"], model_state=best["model_state"])
         return state
 
 
@@ -192,19 +275,45 @@ class ReduceLROnPlateau(_Monitor):
         self.history: list[tuple[int, float]] = []
 
     def state_dict(self):
-        return {"best": _json_float(self.best), "wait": self.wait, "cooling": self.cooling,
-                "history": self.history}
+        array = lambda v: v.tolist() if isinstance(v, np.ndarray) else v
+        return {"best": _json_float(self.best), "wait": array(self.wait),
+                "cooling": array(self.cooling), "history": self.history}
 
     def load_state_dict(self, state, arrays=None):
         if state:
-            self.best, self.wait, self.cooling = float(state["best"]), state["wait"], \
-                state["cooling"]
+            self.best = _from_json(state["best"])
+            self.wait, self.cooling = (_from_json(state[k], int) for k in ("wait", "cooling"))
             self.history = [tuple(h) for h in state["history"]]
+
+    def _start_members(self, n):
+        self.wait, self.cooling = np.zeros(n, int), np.zeros(n, int)
+
+    def _members_epoch(self, epoch, value, state):
+        cooled = self.cooling > 0
+        self.cooling = np.maximum(self.cooling - 1, 0)
+        self.wait = np.where(cooled, 0, self.wait)
+        improved = self._improved(value)
+        self.best = np.where(improved, value, self.best)
+        counting = ~improved & ~cooled & np.isfinite(value)
+        self.wait = np.where(improved, 0, self.wait + counting)
+        due = counting & (self.wait >= self.patience)
+        if due.any():
+            scale = np.asarray(jax.device_get(optim_lib.lr_scale(state.opt_state)), np.float64)
+            new_scale = np.where(due, np.maximum(scale * self.factor, self.min_scale), scale)
+            if (new_scale < scale).any():
+                state = state.replace(opt_state=optim_lib.set_lr_scale(state.opt_state,
+                                                                       new_scale))
+                self.history.append((epoch, new_scale.tolist()))
+            self.wait = np.where(due, 0, self.wait)
+            self.cooling = np.where(due, self.cooldown, self.cooling)
+        return state
 
     def on_epoch_end(self, epoch, logs, state):
         value = self._value(logs)
         if value is None:
             return state
+        if self._per_member(value):
+            return self._members_epoch(epoch, np.asarray(value, np.float64), state)
         if self.cooling > 0:
             self.cooling -= 1
             self.wait = 0
@@ -239,6 +348,8 @@ class TerminateOnNaN(Callback):
         return state
 
     def on_epoch_end(self, epoch, logs, state):
+        if any(np.ndim(v) for v in logs.values()):
+            return self._members_epoch(epoch, logs, state)
         if all(math.isfinite(v) for k, v in logs.items() if not k.startswith("val_")):
             if self.restore_last_good:
                 self.good = _copy(state)
@@ -249,3 +360,29 @@ class TerminateOnNaN(Callback):
                                                if self.restore_last_good else "."),
                       stacklevel=2)
         return self.good if self.restore_last_good and self.good is not None else state
+
+    def _members_epoch(self, epoch, logs, state):
+        from jaxdl import population
+
+        n = next(np.size(v) for v in logs.values() if np.ndim(v))
+        if self.stopped_members is None:
+            self.stopped_members = np.zeros(n, bool)
+        trained = (np.ones(n, bool) if self.members_active is None
+                   else np.asarray(self.members_active, bool)) & ~self.stopped_members
+        finite = np.all([np.isfinite(np.asarray(v, np.float64).reshape(n))
+                         for k, v in logs.items() if not k.startswith("val_")], axis=0)
+        bad = trained & ~finite
+        if bad.any():
+            self.stopped_members = self.stopped_members | bad
+            self.stop_training = bool(self.stopped_members.all())
+            warnings.warn(f"TerminateOnNaN: non-finite training metrics at epoch {epoch + 1} "
+                          f"for members {np.flatnonzero(bad).tolist()}; those members stop"
+                          + (" with their last finite state." if self.restore_last_good
+                             else "."), stacklevel=2)
+            if self.restore_last_good and self.good is not None:
+                state = population.select_jit(bad, self.good, state)
+        if self.restore_last_good:
+            good = trained & finite
+            if good.any():
+                self.good = population.select_jit(good, state, self.good)
+        return state

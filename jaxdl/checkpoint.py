@@ -179,7 +179,7 @@ class Checkpointer:
             raise errors.CheckpointError(f"cannot use checkpoint directory {self.directory}: "
                                          f"{e}") from None
         self._ocp = ocp
-        self.best_metric = best_metric
+        self.best_metric, self.best_mode = best_metric, best_mode
         self._thread: threading.Thread | None = None
         self._thread_error: Exception | None = None
 

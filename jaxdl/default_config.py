@@ -47,15 +47,22 @@ def get_config() -> ml_collections.ConfigDict:
         every_epochs=10, every_steps=0, keep=3, best_metric="val_loss", resume=True,
         async_save=True))
     c.profile = ml_collections.ConfigDict(dict(steps=""))  # "START:END": trace to WORKDIR/profile
-    # Devices: sizes of the (data, fsdp, tensor) mesh axes; -1 = all remaining devices.
+    # Devices: sizes of the (population, data, fsdp, tensor) mesh axes; -1 = all remaining.
     # All 1: one device. Parameters are placed by sharding.rules ((regex, spec) pairs),
     # FSDP over "fsdp" by default; batches are split over (data, fsdp).
-    c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=1, tensor=1))
+    c.mesh = ml_collections.ConfigDict(dict(population=1, data=1, fsdp=1, tensor=1))
     c.strategy = "auto"  # jax.jit with NamedShardings
     # rules: ((regex on the parameter path, PartitionSpec tuple), ...); logical_rules: Flax
     # logical axis name -> mesh axis, e.g. (("mlp", "tensor"), ("embed", None)).
     c.sharding = ml_collections.ConfigDict(dict(rules=(), logical_rules=(),
                                                 data_placement="auto"))
+    # Populations (docs/populations.md): size > 0 trains that many models as one vmapped
+    # program. hparams: name -> list of values, {"log_uniform": [lo, hi]}, {"uniform": ...},
+    # {"grid": [...]} or {"log_grid": [lo, hi]}; seeds: one per member (default seed + i);
+    # data_order: "shared" (every member the same batches) or "member" (its own order).
+    # mesh.population splits the members over devices.
+    c.population = ml_collections.ConfigDict(dict(size=0, hparams={}, seeds=(),
+                                                  data_order="shared"))
     c.writers = ("jsonl",)  # add "tensorboard" (WORKDIR/tensorboard/) and/or "csv" (metrics.csv)
     c.plot = False  # write WORKDIR/curves.png at the end
     c.peak_flops = 0.0  # device peak FLOP/s for MFU when the device is not a known accelerator

@@ -30,7 +30,7 @@ from typing import Any
 import jax
 
 from jaxdl import errors
-from jaxdl.callbacks import Callback
+from jaxdl.callbacks import Callback, member_logs
 
 # Keys of a metrics.jsonl record that locate it rather than measure something.
 _RECORD_KEYS = ("step", "epoch", "split", "member")
@@ -142,10 +142,11 @@ class TensorBoardWriter(Callback):
         if not _is_process_zero():
             return state
         step = (epoch + 1) * self.steps_per_epoch
-        writer = self._writer(None)
-        for key, value in logs.items():
-            split, name = _split_key(key)
-            writer.add_scalar(f"{split}/{name}", float(value), step)
+        for member, values in member_logs(logs, self.members_active):
+            writer = self._writer(member)  # a population: one run folder per member
+            for key, value in values.items():
+                split, name = _split_key(key)
+                writer.add_scalar(f"{split}/{name}", value, step)
         return state
 
     def on_train_end(self, state):
@@ -257,20 +258,25 @@ class CsvWriter(Callback):
     def on_epoch_end(self, epoch, logs, state):
         if not _is_process_zero():
             return state
-        row = {"epoch": epoch + 1, "step": (epoch + 1) * self.steps_per_epoch,
-               **{key: _cell(value) for key, value in logs.items()}}
+        rows = [{"epoch": epoch + 1, "step": (epoch + 1) * self.steps_per_epoch,
+                 **({} if member is None else {"member": member}),
+                 **{key: _cell(value) for key, value in values.items()}}
+                for member, values in member_logs(logs, self.members_active)]
+        if not rows:
+            return state
+        lead = ["epoch", "step", *(["member"] if "member" in rows[0] else [])]
         keys = ([k for k in logs if not k.startswith("val_")] +
                 [k for k in logs if k.startswith("val_")])
         if self.columns is None:
-            self.columns = ["epoch", "step", *keys]
-            self._rewrite([row])
+            self.columns = [*lead, *keys]
+            self._rewrite(rows)
             return state
-        new = [k for k in keys if k not in self.columns]
+        new = [k for k in [*lead, *keys] if k not in self.columns]
         if new:  # rare (e.g. a metric that starts mid-run): rewrite under the wider header
             self.columns += new
-            self._rewrite([*self._read()[1], row])
+            self._rewrite([*self._read()[1], *rows])
             return state
-        # Opened per row so that a crashed run leaves every finished epoch on disk.
+        # Opened per epoch so that a crashed run leaves every finished epoch on disk.
         with self.path.open("a", newline="") as f:
-            csv.DictWriter(f, self.columns, restval="").writerow(row)
+            csv.DictWriter(f, self.columns, restval="").writerows(rows)
         return state

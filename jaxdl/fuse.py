@@ -41,14 +41,24 @@ def _first(tree: Any) -> Any:
     return jax.tree.map(lambda a: a[0], tree)
 
 
+def results_fn(reported: Sequence[metrics_lib.Metric], population: bool = False
+               ) -> Callable[[dict[str, Any]], dict[str, jax.Array]]:
+    """Accumulated statistics -> ``{name: result}``; per member ([N]) for a population."""
+    results = lambda stats: _results(reported, stats)
+    return jax.vmap(results) if population else results
+
+
 def make_evaluate(
-    eval_step: Callable[..., dict[str, Any]], reported: Sequence[metrics_lib.Metric]
+    eval_step: Callable[..., dict[str, Any]], reported: Sequence[metrics_lib.Metric],
+    results: Callable[[dict[str, Any]], dict[str, jax.Array]] | None = None,
 ) -> Callable[..., dict[str, jax.Array]]:
     """``evaluate(state, data, plan) -> {name: scalar}`` over all batches of ``plan``.
 
     ``plan`` holds ``idx`` and ``mask`` of shape [batches, batch_size]; masked
-    rows do not count, so the result is exact over the full set.
+    rows do not count, so the result is exact over the full set. ``results``:
+    statistics -> values (default :func:`results_fn`).
     """
+    results = results or results_fn(reported)
 
     def evaluate(state, data, plan):
         def body(acc, row):
@@ -57,7 +67,7 @@ def make_evaluate(
         rows = (plan["idx"], plan["mask"])
         acc = metrics_lib.empty(jax.eval_shape(eval_step, state, gather(data, *_first(rows))))
         acc, _ = jax.lax.scan(body, acc, rows)
-        return _results(reported, acc)
+        return results(acc)
 
     return evaluate
 
@@ -66,8 +76,10 @@ def make_train_block(
     train_step: Callable[..., tuple[Any, dict[str, Any]]],
     reported: Sequence[metrics_lib.Metric],
     evaluate: Callable[..., dict[str, jax.Array]] | None = None,
+    results: Callable[[dict[str, Any]], dict[str, jax.Array]] | None = None,
+    freeze_nonfinite: bool = False,
 ) -> Callable[..., Any]:
-    """Builds ``block(state, acc, data, idx, position, val_data, val_plan, **static)``.
+    """Builds ``block(state, acc, data, idx, position, val_data, val_plan, active, **static)``.
 
     ``idx`` is int32 [E, S, B]: row indices of S steps of each of E epochs
     (:func:`jaxdl.data.arrays.block_indices`); ``position`` is int32 [E, 2]:
@@ -81,10 +93,26 @@ def make_train_block(
 
     Static arguments: ``batch_size``, ``num_steps``, ``shuffle``, ``ragged_steps``
     (some row may run past its epoch's end), ``ragged_epochs`` (some row is padding).
+    ``active``: None, or a population's bool [N] passed to ``train_step(state, batch,
+    active)`` (members that stopped keep their state); with ``freeze_nonfinite`` a member
+    whose step was non-finite stops right there, inside the block (``nan_policy="raise"``
+    per member). ``results``: as in :func:`make_evaluate`.
     """
+    results = results or results_fn(reported)
 
-    def block(state, acc, data, idx, position, val_data, val_plan, *, batch_size, num_steps,
-              ragged_steps=False, ragged_epochs=False, num_examples=None):
+    def block(state, acc, data, idx, position, val_data, val_plan, active=None, *, batch_size,
+              num_steps, ragged_steps=False, ragged_epochs=False, num_examples=None):
+        if active is None:
+            step_fn, carried, state_of = train_step, state, lambda c: c
+        else:  # a population: the active mask rides along with the state
+            def step_fn(carried, batch):
+                state, active = carried
+                state, stats = train_step(state, batch, active)
+                if freeze_nonfinite:
+                    active = active & (stats["nonfinite"]["count"] == 0)
+                return (state, active), stats
+
+            carried, state_of = (state, active), lambda c: c[0]
         # data=None: the host feeds the batches themselves ({"x", "y"} [E, S, B, ...]) in
         # place of ``idx`` (data too large to replicate, or a multi-host run).
         n = num_examples if data is None else jax.tree.leaves(data)[0].shape[0]
@@ -98,16 +126,16 @@ def make_train_block(
                 batch = gather(data, row["idx"], row["mask"])
             if ragged_steps:
                 skip = lambda s, b: (s, metrics_lib.empty(
-                    jax.eval_shape(lambda s, b: train_step(s, b)[1], s, b)))
-                state, stats = jax.lax.cond(row["valid"], train_step, skip, state, batch)
+                    jax.eval_shape(lambda s, b: step_fn(s, b)[1], s, b)))
+                state, stats = jax.lax.cond(row["valid"], step_fn, skip, state, batch)
             else:
-                state, stats = train_step(state, batch)
+                state, stats = step_fn(state, batch)
             return (state, metrics_lib.merge(acc, stats)), None
 
-        def validation(state):
+        def validation(carried):
             if val_data is None or evaluate is None:
                 return {}
-            return evaluate(state, val_data, val_plan)
+            return evaluate(state_of(carried), val_data, val_plan)
 
         def one_epoch(carry, row):
             state, acc = carry
@@ -126,7 +154,7 @@ def make_train_block(
             val = jax.lax.cond(first + num_steps >= steps_in_epoch, validation,
                                lambda s: jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype),
                                                       val_shapes), state)
-            return (state, acc), (_results(reported, acc), val, acc.get("nonfinite", {}))
+            return (state, acc), (results(acc), val, acc.get("nonfinite", {}))
 
         def maybe_epoch(carry, row):
             if not ragged_epochs:
@@ -136,11 +164,11 @@ def make_train_block(
             return jax.lax.cond(row[1][1] > 0, one_epoch, skip, carry, row)
 
         if position.shape[0] == 1:
-            (state, acc), out = maybe_epoch((state, acc), (_first(idx), position[0]))
+            (carried, acc), out = maybe_epoch((carried, acc), (_first(idx), position[0]))
             out = jax.tree.map(lambda a: a[None], out)
         else:
-            (state, acc), out = jax.lax.scan(maybe_epoch, (state, acc), (idx, position))
-        return state, acc, out
+            (carried, acc), out = jax.lax.scan(maybe_epoch, (carried, acc), (idx, position))
+        return state_of(carried), acc, out
 
     return block
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,7 +38,8 @@ def output_shape(programs: Programs, state: TrainState, x: np.ndarray,
     """The model's per-example output shape for inputs like ``x``; a clear error if not."""
     spec = jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype)
     try:
-        return tuple(programs.abstract("outputs", programs.outputs, state, spec).shape[1:])
+        return tuple(programs.abstract("outputs", programs.outputs, programs.member_spec(state),
+                                       spec).shape[1:])
     except Exception as e:  # flax/XLA shape errors: restate them in the user's terms
         raise errors.input_error(
             argument, "examples whose shape the model accepts (the shape it was initialized "
@@ -67,6 +69,11 @@ def _on_device(x: np.ndarray, y: np.ndarray | None = None, placement: Any = None
     if placement is not None:
         return placement.put_replicated(data)
     return jax.tree.map(jnp.asarray, data)
+
+
+def host_step(state: TrainState) -> int:
+    """The run's optimizer step (a population's members that stopped lag behind: the max)."""
+    return int(np.max(jax.device_get(state.step)))
 
 
 def dispatch_shape(steps_per_epoch: int, epochs: int, steps_per_dispatch: int | str,
@@ -138,9 +145,113 @@ def _checkpoint_caps(e_block: int, s_block: int, spe: int, checkpointing: Any
     return e_block, s_block
 
 
+class _Members:
+    """The driver's view of a population: data seeds, who still trains, per-member logs.
+
+    For a single model (``size`` None) it only turns logs into floats.
+    """
+
+    def __init__(self, size: int | None, seeds: list[int], per_member: bool):
+        self.size, self.seeds, self.per_member = size, seeds, per_member
+        self.idx_axes = (size,) if per_member else ()
+        self.active = np.ones(size, bool) if size else None
+        self.shown = self.active
+        self.diverged: dict[int, int] = {}
+        self._device: tuple[bytes, Any] | None = None
+
+    def device_active(self, put: Any) -> Any:
+        """The active mask on device for the next dispatch (None for a single model)."""
+        if self.size is None:
+            return None
+        self.shown = self.active.copy()  # members whose metrics this dispatch reports
+        if self._device is None or self._device[0] != self.active.tobytes():
+            self._device = (self.active.tobytes(), put(self.active))
+        return self._device[1]
+
+    def logs(self, logs: dict[str, Any]) -> dict[str, Any]:
+        """Floats for one model; float64 [N] for a population, NaN where a member stopped."""
+        if self.size is None:
+            return {k: float(v) for k, v in logs.items()}
+        out = {}
+        for key, value in logs.items():
+            value = np.array(value, np.float64).reshape(self.size)
+            value[~self.shown] = np.nan
+            out[key] = value
+        return out
+
+    def update(self, callbacks: Sequence[Callback]) -> bool:
+        """Applies the callbacks' per-member stops; True when training should end."""
+        if any(cb.stop_training for cb in callbacks):
+            return True
+        if self.size is None:
+            return False
+        for cb in callbacks:
+            stopped = getattr(cb, "stopped_members", None)
+            if stopped is not None:
+                self.active &= ~np.asarray(stopped, bool)
+        return not self.active.any()
+
+    def restore(self, run: resume.Run, callbacks: Sequence[Callback]) -> None:
+        """After a resume: members that diverged or stopped before the checkpoint stay out."""
+        if self.size is None:
+            return
+        self.diverged = {int(m): step for m, step in run.diverged.items()}
+        self.active[list(self.diverged)] = False
+        self.update(callbacks)
+
+    def reduce_bad(self, bad: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Non-finite records over all members (for rollback, which restores them all)."""
+        if self.size is None or not bad:
+            return bad
+        return {"count": bad["count"].sum(axis=1), "loss": bad["loss"].max(axis=1),
+                "grads": bad["grads"].max(axis=1), "min_step": bad["min_step"].min(axis=1)}
+
+    def diverge(self, bad: dict[str, np.ndarray], rows: int, state: TrainState,
+                run: resume.Run) -> None:
+        """``nan_policy="raise"`` per member: a member whose step was non-finite stops there
+        (the block froze it on device); the run stops only when no member is left."""
+        from jaxdl import population
+
+        for m in np.flatnonzero(self.shown & (bad["count"][:rows] > 0).any(axis=0)):
+            step = int(bad["min_step"][:rows, m].min())
+            self.diverged[int(m)] = step
+            run.diverged[str(m)] = step
+            self.active[m] = False
+            hparams = {k: float(v[m]) for k, v in population.hparams(state).items()}
+            warnings.warn(f"population member {m}{f' {hparams}' if hparams else ''}: training "
+                          f"step {step} was non-finite; this member stops with its last good "
+                          "state, the others go on.", stacklevel=3)
+        if self.diverged and len(self.diverged) == self.size:
+            first = min(self.diverged.values())
+            raise errors.NonFiniteError(
+                f"every member of the population ({self.size}) went non-finite (the first at "
+                f"step {first}). Fix: lower the learning rates, clip gradients (clip_norm), or "
+                "check the inputs with jdl.data.clean.")
+
+
+def _members(programs: Programs, state: TrainState, seed: Any) -> _Members:
+    from jaxdl import population
+
+    size = population.size(state)
+    one_seed = isinstance(seed, int | np.integer) and not isinstance(seed, bool)
+    if size is None or one_seed:
+        if not one_seed:
+            raise errors.type_error("seed", "an int" + (" (one seed per member is for "
+                                    "population states)" if size is None else ""),
+                                    errors.describe(seed), "pass seed=0")
+        return _Members(size, [int(seed)], False)
+    seeds = list(seed) if isinstance(seed, Sequence | np.ndarray) else None
+    if seeds is None or len(seeds) != size or not all(
+            isinstance(s, int | np.integer) and not isinstance(s, bool) for s in seeds):
+        raise errors.input_error("seed", f"an int, or {size} ints (one data seed per member)",
+                                 errors.describe(seed), "pass seed=0 (shared batches) or "
+                                 f"seed=list(range({size})) (each member its own order)")
+    return _Members(size, [int(s) for s in seeds], True)
+
+
 def fit(programs: Programs, state: TrainState, x: Any, y: Any, *, epochs: int = 1,
         batch_size: int = 32, validation_data: tuple[Any, Any] | None = None,
-        validation_split: float = 0.0, shuffle: bool = True, seed: int = 0,
+        validation_split: float = 0.0, shuffle: bool = True, seed: int | Sequence[int] = 0,
         callbacks: Sequence[Callback] = (), steps_per_dispatch: int | str = "auto",
         initial_epoch: int = 0, context: dict[str, Any] | None = None,
         checkpointing: Any = None) -> tuple[TrainState, dict[str, list[float]]]:
@@ -156,7 +267,9 @@ def fit(programs: Programs, state: TrainState, x: Any, y: Any, *, epochs: int = 
       validation_split: fraction of (x, y), taken from the end before shuffling, held out
         for validation (ignored when ``validation_data`` is given).
       shuffle: reshuffle every epoch; the order depends only on ``(seed, epoch)``.
-      seed: the shuffle seed.
+      seed: the shuffle seed; for a population either one seed (every member sees the
+        same batches) or one per member (each member its own order, ``programs`` built
+        with ``population="member"``).
       callbacks: :class:`jaxdl.callbacks.Callback` objects, run after every epoch.
       steps_per_dispatch: see :func:`dispatch_shape`.
       initial_epoch: epoch to start at.
@@ -166,7 +279,8 @@ def fit(programs: Programs, state: TrainState, x: Any, y: Any, *, epochs: int = 
 
     Returns:
       ``(state, history)``: history maps ``loss``, metric names and their ``val_``
-      versions to per-epoch Python floats.
+      versions to per-epoch Python floats — for a population, per-epoch lists of one
+      float per member (NaN after a member stopped).
     """
     epochs = check.positive_int(epochs, "epochs", "pass epochs=10", minimum=0)
     batch_size = check.positive_int(batch_size, "batch_size", "pass batch_size=32")
@@ -175,6 +289,7 @@ def fit(programs: Programs, state: TrainState, x: Any, y: Any, *, epochs: int = 
     spd = _steps_per_dispatch(steps_per_dispatch)
     if programs.placement is not None:
         programs.placement.check_batch(batch_size)
+    members = _members(programs, state, seed)
     x, y = _checked(programs, state, x, y, "x", "y")
     if validation_data is None and check.fraction(validation_split, "validation_split"):
         cut = len(x) - int(len(x) * validation_split)
@@ -193,6 +308,11 @@ def fit(programs: Programs, state: TrainState, x: Any, y: Any, *, epochs: int = 
                        "validation_data[1]")
 
     host_fed = programs.placement is not None and programs.placement.host_data
+    if host_fed and programs.population == "member":
+        raise errors.input_error("seed", "one seed with data_placement='host' (each member's "
+                                 "own order needs the data set on the devices)",
+                                 f"{len(members.seeds)} seeds", "pass one seed, or "
+                                 "data_placement='device'")
     data = None if host_fed else _on_device(x, y, programs.placement)
     friendly = programs.loop_friendly(state, x)
     every_epoch = any(getattr(cb, "needs_every_epoch", True) for cb in callbacks)
@@ -211,10 +331,11 @@ def fit(programs: Programs, state: TrainState, x: Any, y: Any, *, epochs: int = 
     run = resume.Run(origin=initial_epoch, epoch=initial_epoch, first=0, history={})
     # What must match for a checkpoint to belong to this run (epochs may grow: resuming a
     # finished run with more epochs continues it).
-    identity = {"seed": int(seed), "batch_size": batch_size, "num_examples": len(x),
-                "shuffle": bool(shuffle)}
+    identity = {"seed": members.seeds if members.per_member else int(members.seeds[0]),
+                "batch_size": batch_size, "num_examples": len(x), "shuffle": bool(shuffle)}
     if checkpointing is not None and checkpointing.resume:
         state, acc = resume.resume(checkpointing, state, acc, callbacks, identity, run)
+        members.restore(run, callbacks)
 
     num_epochs = max(0, epochs - run.origin)
     e_block, s_block = dispatch_shape(spe, num_epochs, spd, every_epoch, friendly)
@@ -222,13 +343,13 @@ def fit(programs: Programs, state: TrainState, x: Any, y: Any, *, epochs: int = 
     static = dict(batch_size=batch_size, num_steps=s_block, ragged_steps=spe % s_block != 0,
                   ragged_epochs=e_block > 1 and num_epochs % e_block != 0,
                   num_examples=len(x) if host_fed else None)
-    step = int(state.step)  # counted on the host from here on: no sync per dispatch
+    step = host_step(state)  # counted on the host from here on: no sync per dispatch
     ctx = dict(epochs=epochs, initial_epoch=run.epoch, steps_per_epoch=spe,
-               batch_size=batch_size, step=step, **(context or {}))
+               batch_size=batch_size, step=step, population=members.size, **(context or {}))
     for cb in callbacks:
         state = cb.on_train_begin(state, ctx)
 
-    order: tuple[int, np.ndarray] | None = None
+    order: tuple[int, list[np.ndarray]] | None = None
     dispatches, compile_s, first_step, fit_started = 0, 0.0, step, time.perf_counter()
     last_saved = step
     stop = any(cb.stop_training for cb in callbacks)  # e.g. an early stop restored
@@ -242,20 +363,24 @@ def fit(programs: Programs, state: TrainState, x: Any, y: Any, *, epochs: int = 
                     break
                 if (block_epochs[0], first) < (run.epoch, run.first):
                     continue  # done before the checkpoint this run resumed from
-                idx = np.zeros((e_block, s_block, batch_size), np.int32)
+                idx = np.zeros((e_block, s_block, *members.idx_axes, batch_size), np.int32)
                 position = np.zeros((e_block, 2), np.int32)  # (first step, real)
                 position[:, 0] = first
                 for i, e in enumerate(block_epochs):
                     if order is None or order[0] != e:
-                        order = (e, arrays.epoch_order(seed, e, len(x), shuffle))
-                    idx[i] = arrays.block_indices(order[1], batch_size, first, s_block)
+                        order = (e, [arrays.epoch_order(sd, e, len(x), shuffle)
+                                     for sd in members.seeds])
+                    rows = [arrays.block_indices(o, batch_size, first, s_block)
+                            for o in order[1]]
+                    idx[i] = np.stack(rows, axis=1) if members.per_member else rows[0]
                     position[i, 1] = 1
                 traces_before = programs.traces["block"]
                 started = time.perf_counter()
                 feed = programs.placement.feed({"x": x, "y": y}, idx, batch_size) \
                     if host_fed else idx
                 arguments = dict(state=state, acc=acc, data=data, idx=feed, position=position,
-                                 val_data=val_data if fused_val else None, val_plan=val_plan)
+                                 val_data=val_data if fused_val else None, val_plan=val_plan,
+                                 active=members.device_active(put))
                 state, acc, (train_out, val_out, bad_out) = programs.block(
                     **arguments, **static)
                 if dispatches == 0:
@@ -265,15 +390,18 @@ def fit(programs: Programs, state: TrainState, x: Any, y: Any, *, epochs: int = 
                 if dispatches == 0 or programs.traces["block"] != traces_before:
                     programs.watch(dispatches == 0, arguments, traces_before)
                 dispatches += 1
-                if programs.nan_policy in ("raise", "rollback"):
-                    bad = resume.first_bad(jax.device_get(bad_out), len(block_epochs), handled_bad)
+                if members.size and programs.nan_policy == "raise":
+                    members.diverge(jax.device_get(bad_out), len(block_epochs), state, run)
+                elif programs.nan_policy in ("raise", "rollback"):
+                    bad = resume.first_bad(members.reduce_bad(jax.device_get(bad_out)),
+                                           len(block_epochs), handled_bad)
                     if bad is not None and programs.nan_policy == "raise":
                         raise resume.nonfinite_error(bad, state)
                     if bad is not None:
                         handled_bad.add(bad["step"])
                         state, acc = resume.rollback(checkpointing, state, acc, callbacks, identity,
                                                run, bad["step"])
-                        step, last_saved, stop, restart = int(state.step), int(state.step), \
+                        step, last_saved, stop, restart = host_step(state), host_step(state), \
                             False, True
                         break
                 step += sum(min(s_block, spe - first) for _ in block_epochs)
@@ -283,19 +411,22 @@ def fit(programs: Programs, state: TrainState, x: Any, y: Any, *, epochs: int = 
                 if ends_epoch:
                     train_out, val_out, bad_out = jax.device_get((train_out, val_out, bad_out))
                     for i, e in enumerate(block_epochs):
-                        logs = {k: float(train_out[k][i]) for k in programs.names}
+                        logs = {k: train_out[k][i] for k in programs.names}
                         if bad_out and programs.nan_policy != "raise":
-                            logs["nonfinite_steps"] = float(bad_out["count"][i])
+                            logs["nonfinite_steps"] = bad_out["count"][i]
                         if val is not None:
-                            val_logs = ({k: float(val_out[k][i]) for k in programs.names}
+                            val_logs = ({k: val_out[k][i] for k in programs.names}
                                         if fused_val else
                                         evaluate_arrays(programs, state, val_data, val_plan))
                             logs.update({f"val_{k}": v for k, v in val_logs.items()})
+                        logs = members.logs(logs)
                         for key, value in logs.items():
-                            run.history.setdefault(key, []).append(value)
+                            run.history.setdefault(key, []).append(
+                                value.tolist() if members.size else value)
                         for cb in callbacks:
+                            cb.members_active = members.shown
                             state = cb.on_epoch_end(e, logs, state)
-                        stop = stop or any(cb.stop_training for cb in callbacks)
+                        stop = stop or members.update(callbacks)
                 if checkpointing is None:
                     continue
                 signum = checkpointing.stop_requested()
@@ -341,6 +472,8 @@ def evaluate_arrays(programs: Programs, state: TrainState, data: dict[str, jax.A
             acc = programs.eval_batch(acc, state, data, idx, mask)
         results = programs.results(acc)
     results = jax.device_get(results)
+    if programs.population is not None:  # one value per member
+        return {k: np.asarray(results[k], np.float64) for k in programs.names}
     return {k: float(results[k]) for k in programs.names}
 
 
@@ -360,7 +493,8 @@ def predict(programs: Programs, state: TrainState, x: Any, *, batch_size: int = 
     """Predictions for every example of ``x``: probabilities for classification losses.
 
     Returns:
-      numpy array [n, *output_shape] (float32).
+      numpy array [n, *output_shape] (float32); [members, n, *output_shape] for a
+      population.
     """
     batch_size = check.positive_int(batch_size, "batch_size", "pass batch_size=32")
     if programs.placement is not None:
@@ -374,5 +508,8 @@ def predict(programs: Programs, state: TrainState, x: Any, *, batch_size: int = 
     else:
         out = jnp.stack([programs.predict_batch(state, jnp.take(data_x, i, axis=0))
                          for i in idx])
-    out = np.asarray(jax.device_get(out))
+    out = np.asarray(jax.device_get(out))  # [batches, (members,) B, ...]
+    if programs.population is not None:
+        out = np.moveaxis(out, 1, 0)
+        return out.reshape(out.shape[0], -1, *out.shape[3:])[:, : len(x)]
     return out.reshape(-1, *out.shape[2:])[: len(x)]

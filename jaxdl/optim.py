@@ -15,7 +15,8 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -62,7 +63,7 @@ def make_schedule(
     """
     if name not in SCHEDULES:
         raise errors.unknown_name("schedule", "schedule", name, list(SCHEDULES))
-    if not learning_rate > 0:
+    if isinstance(learning_rate, int | float) and not learning_rate > 0:
         raise errors.input_error("learning_rate", "a positive float", repr(learning_rate),
                                  "pass e.g. learning_rate=1e-3")
     if warmup_steps < 0:
@@ -99,6 +100,8 @@ def make_optimizer(
     weight_decay: float = 0.0,
     l2: float = 0.0,
     clip_norm: float | None = None,
+    schedule: dict[str, Any] | None = None,
+    inject: Sequence[str] = (),
     **kwargs: Any,
 ) -> optax.GradientTransformation:
     """An optax optimizer from a name (or a given transformation) plus regularization.
@@ -113,6 +116,15 @@ def make_optimizer(
       l2: coupled L2 penalty on kernels: adds ``l2 * w`` to the gradient, the same as
         ``0.5 * l2 * ||w||^2`` in the loss.
       clip_norm: clip gradients to this global norm first (``None`` or 0: no clipping).
+      schedule: keyword arguments of :func:`make_schedule` except ``learning_rate``
+        (e.g. ``{"name": "warmup_cosine", "total_steps": 1000, "warmup_steps": 100}``):
+        ``learning_rate`` is then the schedule's peak — which lets it be injected
+        (an ``end_value`` is relative to the peak).
+      inject: names of hyper-parameters held in the optimizer state
+        (``optax.inject_hyperparams``) instead of compiled in: "learning_rate",
+        "weight_decay", "l2", "clip_norm" or a numeric option of the optax alias
+        ("b1", "momentum", ...). Their values are then data: a population gives
+        each member its own (see :mod:`jaxdl.population`).
       **kwargs: passed to the optax alias (e.g. ``b1``, ``momentum``, ``nesterov``).
     """
     for name, value in (("weight_decay", weight_decay), ("l2", l2)):
@@ -122,36 +134,95 @@ def make_optimizer(
     if clip_norm is not None and clip_norm < 0:
         raise errors.input_error("clip_norm", "a positive float or None", repr(clip_norm),
                                  "pass clip_norm=1.0, or None for no clipping")
-    if isinstance(optimizer, optax.GradientTransformation):
-        base = optimizer
-    elif isinstance(optimizer, str):
-        if optimizer not in OPTIMIZERS:
-            raise errors.unknown_name("optimizer", "optimizer", optimizer, list(OPTIMIZERS))
-        if isinstance(learning_rate, int | float) and not learning_rate > 0:
-            raise errors.input_error("learning_rate", "a positive float", repr(learning_rate),
-                                     "pass e.g. learning_rate=1e-3")
-        if weight_decay and optimizer in ("adam", "adamw"):
-            base = optax.adamw(learning_rate, weight_decay=weight_decay, mask=kernel_mask,
-                               **kwargs)
-            weight_decay = 0.0
-        else:
-            try:
-                base = OPTIMIZERS[optimizer](learning_rate, **kwargs)
-            except TypeError as e:
-                raise errors.input_error("optimizer options", f"keyword arguments that optax's "
-                                         f"{optimizer!r} accepts", repr(kwargs),
-                                         f"check the optax signature ({e})") from None
-    else:
+    if isinstance(optimizer, str) and optimizer not in OPTIMIZERS:
+        raise errors.unknown_name("optimizer", "optimizer", optimizer, list(OPTIMIZERS))
+    if not isinstance(optimizer, str | optax.GradientTransformation):
         raise errors.type_error("optimizer", "an optimizer name or an optax.GradientTransformation",
                                 errors.describe(optimizer), f"pass one of {sorted(OPTIMIZERS)}")
+    if isinstance(optimizer, str) and isinstance(learning_rate, int | float) and not (
+            learning_rate > 0):
+        raise errors.input_error("learning_rate", "a positive float", repr(learning_rate),
+                                 "pass e.g. learning_rate=1e-3")
+    if schedule is not None:
+        make_schedule(learning_rate=learning_rate, **schedule)  # validates the settings
+    values = dict(learning_rate=learning_rate, weight_decay=weight_decay, l2=l2,
+                  clip_norm=clip_norm or 0.0, **kwargs)
+    inject = tuple(inject)
+    if not inject:
+        return _build(optimizer, values, schedule, ())
+    options = injectable(optimizer)
+    for name in inject:
+        if name not in options:
+            raise errors.input_error("hparams", f"hyper-parameters that {optimizer!r} takes as "
+                                     f"numbers: {sorted(options)}", repr(name),
+                                     "vary one of those, or pass an optax transformation built "
+                                     "with optax.inject_hyperparams")
+        values.setdefault(name, options[name])
+    if "learning_rate" in inject and callable(learning_rate):
+        raise errors.input_error("learning_rate", "a float peak with a schedule by name when "
+                                 "the learning rate varies per member", "an optax schedule",
+                                 "pass learning_rate=<peak> and schedule={'name': ...}")
+    fixed = {k: v for k, v in values.items() if k not in inject}
+
+    def factory(**hyperparams):
+        return _build(optimizer, {**fixed, **hyperparams}, schedule, inject)
+
+    # inject_hyperparams binds arguments by the factory's signature.
+    factory.__signature__ = inspect.Signature(
+        [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY) for n in inject])
+    return optax.inject_hyperparams(factory)(**{n: values[n] for n in inject})
+
+
+def injectable(optimizer: str | optax.GradientTransformation) -> dict[str, float]:
+    """Hyper-parameters :func:`make_optimizer` can inject for ``optimizer``, with defaults."""
+    options = {"learning_rate": 1e-3, "weight_decay": 0.0, "l2": 0.0, "clip_norm": 0.0}
+    if isinstance(optimizer, str):
+        alias = {"momentum": optax.sgd, "adam": optax.adamw}.get(optimizer) or getattr(
+            optax, optimizer)
+        for p in inspect.signature(alias).parameters.values():
+            if isinstance(p.default, float | int) and not isinstance(p.default, bool):
+                options.setdefault(p.name, float(p.default))
+            elif p.default is None and "float" in str(p.annotation):  # e.g. sgd's momentum
+                options.setdefault(p.name, 0.0)
+        if optimizer == "momentum":
+            options["momentum"] = 0.9
+    return options
+
+
+def _build(optimizer: str | optax.GradientTransformation, values: dict[str, Any],
+           schedule: dict[str, Any] | None, injected: Sequence[str]
+           ) -> optax.GradientTransformation:
+    """The transformation for ``values``; an injected value is a traced array, so the
+    structure follows from which names are injected, never from their values."""
+    values = dict(values)
+    on = {name: name in injected or bool(values[name])
+          for name in ("weight_decay", "l2", "clip_norm")}
+    lr = values.pop("learning_rate")
+    if schedule is not None:
+        # Every kit schedule is its peak times a shape, and optax's schedules branch on a
+        # peak value, which is traced when injected: scale the unit shape instead.
+        shape, peak = make_schedule(learning_rate=1.0, **schedule), lr
+        lr = (lambda count: peak * shape(count)) if callable(shape) else peak
+    weight_decay, l2, clip_norm = (values.pop(k) for k in ("weight_decay", "l2", "clip_norm"))
+    if isinstance(optimizer, optax.GradientTransformation):
+        base = optimizer
+    elif on["weight_decay"] and optimizer in ("adam", "adamw"):
+        base = optax.adamw(lr, weight_decay=weight_decay, mask=kernel_mask, **values)
+        on["weight_decay"] = False
+    else:
+        try:
+            base = OPTIMIZERS[optimizer](lr, **values)
+        except TypeError as e:
+            raise errors.input_error("optimizer options", f"keyword arguments that optax's "
+                                     f"{optimizer!r} accepts", repr(values),
+                                     f"check the optax signature ({e})") from None
     parts = []
-    if clip_norm:
+    if on["clip_norm"]:
         parts.append(optax.clip_by_global_norm(clip_norm))
-    if l2:
+    if on["l2"]:
         parts.append(optax.add_decayed_weights(l2, mask=kernel_mask))
     parts.append(base)
-    if weight_decay:
-        lr = learning_rate
+    if on["weight_decay"]:
         decay = (lambda step: -weight_decay * lr(step)) if callable(lr) else -weight_decay * lr
         parts.append(optax.add_decayed_weights(decay, mask=kernel_mask))
     return optax.chain(*parts) if len(parts) > 1 else base
@@ -167,9 +238,15 @@ def lr_scale(opt_state: Any) -> jax.Array:
     return opt_state[-1].hyperparams["step_size"]
 
 
-def set_lr_scale(opt_state: Any, value: float) -> Any:
-    """A copy of ``opt_state`` with the multiplier set to ``value`` (no recompile: it is data)."""
+def set_lr_scale(opt_state: Any, value: Any) -> Any:
+    """A copy of ``opt_state`` with the multiplier set to ``value`` (no recompile: it is data).
+
+    For a population, ``value`` holds one multiplier per member.
+    """
     inner, scale_state = opt_state
     hyper = dict(scale_state.hyperparams)
-    hyper["step_size"] = jax.numpy.asarray(value, hyper["step_size"].dtype)
+    old = hyper["step_size"]
+    # Same dtype, shape and placement: the step keeps its compiled program.
+    hyper["step_size"] = jax.device_put(jax.numpy.asarray(value, old.dtype).reshape(old.shape),
+                                        getattr(old, "sharding", None))
     return (inner, scale_state._replace(hyperparams=hyper))

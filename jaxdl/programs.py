@@ -42,55 +42,87 @@ class Programs:
     """
 
     def __init__(self, model, loss: losses_lib.Loss, tx, metrics: Sequence[metrics_lib.Metric],
-                 augment=None, nan_policy: str = "none", placement: Any = None):
+                 augment=None, nan_policy: str = "none", placement: Any = None,
+                 population: str | None = None, precision: str = "float32",
+                 grad_accum_steps: int = 1):
         self.model, self.loss, self.tx = model, loss, tx
+        # Every training step gets these, whichever strategy wraps it (see jaxdl.step).
+        make_train_step = functools.partial(step_lib.make_train_step, precision=precision,
+                                            grad_accum_steps=grad_accum_steps)
         self.placement = placement
+        # None: one model. "shared"/"member": a population (vmap over a leading member
+        # axis of the state) training on the same batches / on each member's own order.
+        self.population = population
         self.reported = step_lib.reported_metrics(loss, metrics)
         self.names = tuple(m.name for m in self.reported)
         if len(set(self.names)) != len(self.names):
             raise errors.input_error("metrics", "distinct metric names", repr(self.names),
                                      "list each metric once ('loss' is always reported)")
         self.nan_policy = nan_policy
-        if placement is not None and placement.strategy == "shard_map":
+        if population is not None and placement is not None and placement.strategy != "auto":
+            raise errors.input_error("strategy", "'auto' for a population (its member axis is "
+                                     "vmapped and sharded by jit)", repr(placement.strategy),
+                                     "use strategy='auto' with population runs")
+        if population is not None:
+            from jaxdl import population as population_lib
+
+            self.train_step = self._split_batches(population_lib.vmap_train_step(
+                make_train_step(model, loss, tx, metrics, augment=augment,
+                                nan_policy=nan_policy),
+                member_data=population == "member"), member_axis=population == "member")
+        elif placement is not None and placement.strategy == "shard_map":
             from jaxdl.parallel.placement import BATCH_AXES
             from jaxdl.parallel.strategies import shard_map_step
 
-            self.train_step = shard_map_step(step_lib.make_train_step(
+            self.train_step = shard_map_step(make_train_step(
                 model, loss, tx, metrics, augment=augment, nan_policy=nan_policy,
                 axis_name=BATCH_AXES), placement.mesh)
         elif placement is not None and placement.strategy == "pmap":
             from jaxdl.parallel.strategies import PMAP_AXIS, pmap_step
 
-            self.train_step = pmap_step(step_lib.make_train_step(
+            self.train_step = pmap_step(make_train_step(
                 model, loss, tx, metrics, augment=augment, nan_policy=nan_policy,
                 axis_name=PMAP_AXIS), placement.mesh)
         else:
-            self.train_step = self._split_batches(step_lib.make_train_step(
+            self.train_step = self._split_batches(make_train_step(
                 model, loss, tx, metrics, augment=augment, nan_policy=nan_policy))
-        self.eval_step = self._split_batches(step_lib.make_eval_step(model, loss, metrics))
-        predict = step_lib.make_predict_step(model, loss.link)
+        eval_step = step_lib.make_eval_step(model, loss, metrics, precision=precision)
+        predict = step_lib.make_predict_step(model, loss.link, precision=precision)
+        if population is not None:  # every member on the same examples
+            eval_step = jax.vmap(eval_step, in_axes=(0, None))
+            predict = jax.vmap(predict, in_axes=(0, None))
+        self.eval_step = self._split_batches(eval_step)
         self.predict_step = predict if placement is None else (
             lambda state, x: predict(state, placement.constrain_batch({"x": x})["x"]))
         self.outputs = step_lib.make_predict_step(model)
         # Trace counts: each new trace of a program is a compile (jit's C++ cache also
         # grows for argument variants that reuse an executable, so its size is no measure).
         self.traces: collections.Counter[str] = collections.Counter()
-        evaluate = fuse.make_evaluate(self.eval_step, self.reported)
+        results = fuse.results_fn(self.reported, population is not None)
+        evaluate = fuse.make_evaluate(self.eval_step, self.reported, results)
         self.evaluate = jax.jit(self._counted("evaluate", evaluate))
         self.block = jax.jit(self._counted("block", fuse.make_train_block(
-            self.train_step, self.reported, evaluate)),
+            self.train_step, self.reported, evaluate, results,
+            freeze_nonfinite=population is not None and nan_policy == "raise")),
                              static_argnames=("batch_size", "num_steps", "ragged_steps",
                                               "ragged_epochs", "num_examples"),
                              donate_argnums=(0, 1))
         self.eval_batch = jax.jit(self._accumulate_eval)
-        self.results = jax.jit(lambda stats: {m.name: m.result(stats[m.name])
-                                              for m in self.reported})
+        self.results = jax.jit(results)
         self.predict_all = jax.jit(self._predict_all)
         self.predict_batch = jax.jit(self.predict_step)
         self._loop_friendly: bool | None = None
         self._abstract: dict[Any, Any] = {}
         self.last_perf: dict[str, float] = {}
         self._signature: dict[str, tuple] | None = None
+
+    def member_spec(self, state: TrainState) -> Any:
+        """The state of one model: ``state`` itself, or a population member's shapes."""
+        if self.population is None:
+            return state
+        from jaxdl import population as population_lib
+
+        return population_lib.abstract_member(state)
 
     def abstract(self, kind: str, fn, *args) -> Any:
         """``jax.eval_shape(fn, *args)``, cached by ``kind`` and the arguments' shapes.
@@ -108,11 +140,12 @@ class Programs:
 
         return traced
 
-    def _split_batches(self, step: Any) -> Any:
+    def _split_batches(self, step: Any, member_axis: bool = False) -> Any:
         """On a mesh, a step wrapper that splits each batch over the data axes."""
         if self.placement is None:
             return step
-        return lambda state, batch: step(state, self.placement.constrain_batch(batch))
+        return lambda state, batch, *args: step(
+            state, self.placement.constrain_batch(batch, member_axis), *args)
 
     def _accumulate_eval(self, acc, state, data, idx, mask):
         stats = self.eval_step(state, fuse.gather(data, idx, mask))
@@ -166,5 +199,6 @@ class Programs:
         """Whether this model runs at full speed inside a rolled scan (decided once)."""
         if self._loop_friendly is None:
             sample = jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype)
-            self._loop_friendly = fuse.loop_friendly(self.outputs, state, sample)
+            self._loop_friendly = fuse.loop_friendly(self.outputs, self.member_spec(state),
+                                                     sample)
         return self._loop_friendly

@@ -68,6 +68,8 @@ class Run:
     first: int
     history: dict[str, list[float]]
     finished: bool = False
+    # A population's members stopped by nan_policy="raise": member (str) -> step.
+    diverged: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 def save(checkpointing: Any, step: int, state: TrainState, acc: Any,
@@ -82,9 +84,20 @@ def save(checkpointing: Any, step: int, state: TrainState, acc: Any,
     meta = {**checkpointing.meta, **identity,
             "position": {"epoch": run.epoch, "step_in_epoch": run.first, "step": step},
             "origin_epoch": run.origin, "finished": run.finished, "history": run.history,
-            "callbacks": [cb.state_dict() for cb in callbacks]}
-    metrics = {k: v[-1] for k, v in run.history.items()} if run.history else None
+            "diverged": run.diverged, "callbacks": [cb.state_dict() for cb in callbacks]}
+    metrics = ({k: _best_of(v[-1], checkpointing.checkpointer.best_mode)
+                for k, v in run.history.items()} if run.history else None)
     checkpointing.checkpointer.save(step, tree, meta, metrics)
+
+
+def _best_of(value: float | list[float], mode: str) -> float:
+    """A population's value for keeping the best checkpoint: its best member's."""
+    if not isinstance(value, list):
+        return value
+    finite = [v for v in value if np.isfinite(v)]
+    if not finite:
+        return float("nan")
+    return min(finite) if mode == "min" else max(finite)
 
 
 def resume(checkpointing: Any, state: TrainState, acc: Any, callbacks: Sequence[Callback],
@@ -114,4 +127,5 @@ def resume(checkpointing: Any, state: TrainState, acc: Any, callbacks: Sequence[
     run.origin, run.finished = meta["origin_epoch"], meta["finished"]
     run.epoch, run.first = meta["position"]["epoch"], meta["position"]["step_in_epoch"]
     run.history = {k: list(v) for k, v in meta["history"].items()}
+    run.diverged = dict(meta.get("diverged", {}))
     return checkpoint.unstorable(tree["state"]), tree["acc"]

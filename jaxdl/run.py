@@ -55,6 +55,8 @@ CONFIG_KEYS = {
     "steps_per_dispatch": "steps_per_dispatch", "batch_size": "batch_size",
     "epochs": "epochs", "keep": "checkpoint.keep", "mesh": "mesh",
     "mesh.data": "mesh.data", "mesh.fsdp": "mesh.fsdp", "mesh.tensor": "mesh.tensor",
+    "mesh.population": "mesh.population", "population": "population.size",
+    "hparams": "population.hparams", "seeds": "population.seeds",
     "sharding.rules": "sharding.rules", "data placement": "sharding.data_placement",
 }
 
@@ -81,9 +83,9 @@ def _model(config: ml_collections.ConfigDict):
     return models.get(config.model.name, **kwargs)
 
 
-def _optimizer(config: ml_collections.ConfigDict, total_steps: int):
-    from jaxdl import optim
-
+def _optimizer(config: ml_collections.ConfigDict, total_steps: int) -> dict[str, Any]:
+    """Trainer keyword arguments for the config's optimizer (by name, so that a population
+    can inject its hyper-parameters)."""
     opt = config.optimizer
     warmup = opt.get("warmup_steps", 0)
     if opt.get("schedule", "constant") in ("cosine", "warmup_cosine") and warmup >= total_steps:
@@ -92,12 +94,12 @@ def _optimizer(config: ml_collections.ConfigDict, total_steps: int):
             f"fewer steps than the run has ({total_steps} = {config.epochs} epochs x "
             f"{total_steps // max(config.epochs, 1)} steps)", repr(warmup),
             "lower --config.optimizer.warmup_steps or raise --config.epochs")
-    schedule = optim.make_schedule(
-        opt.get("schedule", "constant"), opt.learning_rate, total_steps=total_steps,
-        warmup_steps=opt.get("warmup_steps", 0), decay_steps=opt.get("decay_steps", None),
-        decay_rate=opt.get("decay_rate", 0.1))
-    return optim.make_optimizer(opt.name, schedule, weight_decay=opt.get("weight_decay", 0.0),
-                                l2=opt.get("l2", 0.0), clip_norm=opt.get("clip_norm", None) or None)
+    schedule = dict(name=opt.get("schedule", "constant"), total_steps=total_steps,
+                    warmup_steps=opt.get("warmup_steps", 0),
+                    decay_steps=opt.get("decay_steps", None), decay_rate=opt.get("decay_rate", 0.1))
+    return dict(optimizer=opt.name, learning_rate=opt.learning_rate, schedule=schedule,
+                weight_decay=opt.get("weight_decay", 0.0), l2=opt.get("l2", 0.0),
+                clip_norm=opt.get("clip_norm", None) or None)
 
 
 STRATEGIES = ("auto", "shard_map", "pmap")
@@ -108,7 +110,7 @@ def mesh_spec(config: ml_collections.ConfigDict) -> dict[str, int] | None:
     mesh = config.get("mesh")
     if mesh is None:
         return None
-    sizes = {axis: mesh.get(axis, 1) for axis in ("data", "fsdp", "tensor")}
+    sizes = {axis: mesh.get(axis, 1) for axis in ("population", "data", "fsdp", "tensor")}
     return None if all(v == 1 for v in sizes.values()) else sizes
 
 
@@ -131,7 +133,7 @@ def build_trainer(config: ml_collections.ConfigDict, steps_per_epoch: int):
 
             mesh = make_mesh(spec)
     return Trainer(_model(config), loss=config.loss, metrics=list(config.metrics),
-                   optimizer=_optimizer(config, total_steps),
+                   **_optimizer(config, total_steps),
                    nan_policy=config.get("nan_policy", "raise"), mesh=mesh, rules=rules,
                    logical_rules=logical_rules, strategy=strategy,
                    data_placement=sharding.get("data_placement", "auto"))
@@ -206,7 +208,7 @@ def _prepare_workdir(workdir: Path, config: ml_collections.ConfigDict) -> bool:
         now = config_lib.flatten(config)
         # Output-only keys, and the topology: a checkpoint restores onto another mesh.
         ignore = {"checkpoint.resume", "writers", "plot", "profile.steps", "peak_flops",
-                  "mesh.data", "mesh.fsdp", "mesh.tensor", "strategy",
+                  "mesh.population", "mesh.data", "mesh.fsdp", "mesh.tensor", "strategy",
                   "sharding.data_placement"}
         changed = sorted(k for k in set(before) | set(now) if k not in ignore and
                          json.dumps(before.get(k)) != json.dumps(config_lib.config_to_dict(
@@ -227,12 +229,40 @@ def _prepare_workdir(workdir: Path, config: ml_collections.ConfigDict) -> bool:
     return existing
 
 
+def population_settings(config: ml_collections.ConfigDict) -> dict[str, Any] | None:
+    """``init`` and ``fit`` arguments of the config's population, or None for one model."""
+    from jaxdl import population
+
+    spec = config.get("population")
+    size = spec.get("size", 0) if spec is not None else 0
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise errors.input_error("--config.population.size", "an integer >= 0 (0: one model)",
+                                 repr(size), "pass e.g. --config.population.size=32")
+    if not size:
+        return None
+    hparams = spec.get("hparams", {})
+    hparams = hparams.to_dict() if hasattr(hparams, "to_dict") else dict(hparams or {})
+    seeds = list(spec.get("seeds", ()) or ())
+    if seeds and len(seeds) != size:
+        raise errors.input_error("--config.population.seeds", f"{size} seeds (population.size)",
+                                 f"{len(seeds)} seeds", "give one seed per member, or none "
+                                 "(then member i uses seed + i)")
+    seeds = [int(s) for s in seeds] or [config.seed + i for i in range(size)]
+    order = spec.get("data_order", "shared")
+    if order not in ("shared", "member"):
+        raise errors.unknown_name("--config.population.data_order", "data order", order,
+                                  ["shared", "member"])
+    return {"size": size, "seeds": seeds,
+            "hparams": population.expand(hparams, size, seed=config.seed),
+            "data_seed": config.seed if order == "shared" else seeds}
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
                        quiet: bool = False) -> dict[str, float]:
     """Trains the experiment ``config`` into ``workdir`` (resuming it); returns test metrics."""
     import jax
 
-    from jaxdl import checkpoint, event_writers, perf, profiling, writers
+    from jaxdl import checkpoint, event_writers, loop, perf, profiling, writers
     from jaxdl.data import arrays
 
     cache = perf.CacheCounter()
@@ -256,7 +286,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
                            data_bytes=x_train.nbytes + y_train.nbytes + data.x_val.nbytes
                            + data.y_val.nbytes)
         print(report.render(), file=sys.stderr)
-    state = trainer.init(jax.random.key(config.seed), x_train[:1])
+    members = population_settings(config)
+    if members is None:
+        state = trainer.init(jax.random.key(config.seed), x_train[:1])
+    else:
+        with config_errors():
+            state = trainer.init(config.seed, x_train[:1], population=members["size"],
+                                 hparams=members["hparams"], seeds=members["seeds"])
 
     jsonl = writers.JsonlWriter(workdir / "metrics.jsonl")  # always: resume and plot read it
     names = tuple(config.get("writers", ("jsonl",)))
@@ -296,23 +332,32 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
             state, history = trainer.fit(
                 state, x_train, y_train, epochs=config.epochs, batch_size=config.batch_size,
                 validation_data=validation, shuffle=config.get("shuffle", True),
-                seed=config.seed, callbacks=callbacks, verbose=0,
+                seed=config.seed if members is None else members["data_seed"],
+                callbacks=callbacks, verbose=0,
                 steps_per_dispatch=config.get("steps_per_dispatch", "auto"),
                 checkpointing=checkpointing)
     results = trainer.evaluate(state, data.x_test, data.y_test, batch_size=config.batch_size)
     epochs_run = len(next(iter(history.values()), []))
-    step = int(state.step)
+    step = loop.host_step(state)
     batch = {"x": jax.ShapeDtypeStruct((config.batch_size, *x_train.shape[1:]), x_train.dtype),
              "y": jax.ShapeDtypeStruct((config.batch_size, *y_train.shape[1:]), y_train.dtype),
              "mask": jax.ShapeDtypeStruct((config.batch_size,), np.float32)}
-    record = perf.report(trainer.programs.last_perf,
-                         trainer.programs.flops_per_step(state, batch),
+    programs = trainer.programs_for(state, config.seed if members is None
+                                    else members["data_seed"])
+    record = perf.report(programs.last_perf, programs.flops_per_step(state, batch),
                          perf.peak_flops(override=config.get("peak_flops", 0.0)))
     record.update({f"compilation_cache_{k}": v for k, v in cache.counts().items()})
     jsonl.write({"step": step, "epoch": epochs_run, "split": "perf", **record})
-    jsonl.write({"step": step, "epoch": epochs_run, "split": "test", **results})
+    if members is None:
+        jsonl.write({"step": step, "epoch": epochs_run, "split": "test", **results})
+        tests = [(None, results)]
+    else:
+        tests = _population_summary(jsonl, state, history, results, validation is not None,
+                                    step, epochs_run, quiet)
     if tensorboard is not None:
-        tensorboard.write({"step": step, "split": "test", **results})
+        for member, values in tests:
+            tensorboard.write({"step": step, "split": "test", **values,
+                               **({} if member is None else {"member": member})})
         tensorboard.write({"step": step, **{f"perf/{k}": v for k, v in record.items()
                                             if isinstance(v, int | float)}})
         tensorboard.close()
@@ -324,6 +369,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
         print(writers.format_perf(record), flush=True)
         print("test · " + writers.format_logs(results), flush=True)
     return results
+
+
+def _population_summary(jsonl: Any, state: Any, history: dict[str, Any],
+                        results: dict[str, Any], validated: bool, step: int, epoch: int,
+                        quiet: bool) -> list[tuple[int, dict[str, float]]]:
+    """One test line per member (with its hyper-parameters), then the best member's line."""
+    from jaxdl import population, writers
+
+    hparams = population.hparams(state)
+    tests = []
+    for i in range(population.size(state)):
+        values = {k: float(v[i]) for k, v in results.items()}
+        tests.append((i, values))
+        jsonl.write({"step": step, "epoch": epoch, "split": "test", "member": i, **values,
+                     "hparams": {k: float(v[i]) for k, v in hparams.items()}})
+    metric = "val_loss" if validated else "loss"
+    best = population.best(state, history, metric=metric)
+    line = {"step": step, "epoch": epoch, "split": "best", "member": best.index,
+            "metric": metric, "value": best.value, "hparams": best.hparams,
+            **{f"test_{k}": v for k, v in tests[best.index][1].items()}}
+    jsonl.write(line)
+    if not quiet:
+        settings = ", ".join(f"{k}={v:.4g}" for k, v in best.hparams.items())
+        print(f"best member {best.index}{f' ({settings})' if settings else ''}: {metric} "
+              f"{best.value:.4f} · test " + writers.format_logs(tests[best.index][1]),
+              flush=True)
+    return tests
 
 
 def _read_inputs(path: Path) -> np.ndarray:
@@ -370,6 +442,7 @@ def restore_from_workdir(workdir: str | Path):
                                  "pass the --workdir of a training run")
     config = ml_collections.ConfigDict(json.loads(config_file.read_text()))
     trainer = build_trainer(config, steps_per_epoch=1)
+    members = population_settings(config)
     with checkpoint.Checkpointer(workdir / "checkpoints", keep=1000) as ckpt:
         meta = None
         for step in reversed(ckpt.steps):
@@ -381,7 +454,9 @@ def restore_from_workdir(workdir: str | Path):
                                      "none", "train first: jaxdl train --workdir DIR")
         shape = meta["num_features"] if meta else [1]
         dtype = meta.get("input_dtype", "float32") if meta else "float32"
-        abstract = trainer.abstract_state(np.zeros((1, *shape), dtype))
+        abstract = trainer.abstract_state(
+            np.zeros((1, *shape), dtype), population=members and members["size"],
+            hparams=list(members["hparams"]) if members else ())
         target = jax.eval_shape(lambda s: {"state": checkpoint.storable(s)}, abstract)
         tree, meta, _ = ckpt.restore(target, partial=True)
     return config, trainer, checkpoint.unstorable(tree["state"]), meta
@@ -389,11 +464,13 @@ def restore_from_workdir(workdir: str | Path):
 
 def predict_from_workdir(workdir: str | Path, input_path: str | Path,
                          output_path: str | Path | None = None,
-                         batch_size: int | None = None) -> np.ndarray:
+                         batch_size: int | None = None, member: int | None = None
+                         ) -> np.ndarray:
     """Predicts with a trained run on raw (unnormalized) inputs from a .csv/.npy file.
 
     The run's normalization statistics are applied first, as in training.
     Writes CSV (or .npy) to ``output_path``, or CSV to stdout when it is None.
+    A population run predicts with the mean of its members, or with ``member``.
     """
     from jaxdl.data import transforms
 
@@ -406,7 +483,20 @@ def predict_from_workdir(workdir: str | Path, input_path: str | Path,
                                  f"in {input_path}", "pass raw inputs with the training columns")
     if meta.get("scaler"):
         x = np.asarray(transforms.scaler_from_dict(meta["scaler"])(x))
-    predictions = trainer.predict(state, x, batch_size=batch_size or config.batch_size)
+    from jaxdl import population
+
+    if member is not None:
+        if population.size(state) is None:
+            raise errors.input_error("--member", "a population run (population.size > 0)",
+                                     f"member {member} of a single-model run",
+                                     "drop --member")
+        try:
+            state = population.member(state, member)
+        except errors.InputError as e:
+            raise errors.InputError(str(e).replace("argument 'index'", "argument '--member'",
+                                                   1)) from None
+    predictions = trainer.predict(state, x, batch_size=batch_size or config.batch_size,
+                                  ensemble=population.size(state) is not None)
     flat = predictions.reshape(len(predictions), -1)
     if output_path is None:
         np.savetxt(sys.stdout, flat, delimiter=",", fmt="%.8g")
@@ -422,4 +512,5 @@ def evaluate_from_workdir(workdir: str | Path, split: str = "test") -> dict[str,
     config, trainer, state, _ = restore_from_workdir(workdir)
     data, _, _ = _load_data(config)
     x, y = data.splits[split]
-    return trainer.evaluate(state, x, y, batch_size=config.batch_size)
+    results = trainer.evaluate(state, x, y, batch_size=config.batch_size)
+    return {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in results.items()}

@@ -15,13 +15,34 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from jaxdl.callbacks import Callback
+import numpy as np
+
+from jaxdl.callbacks import Callback, member_logs
 
 
-def format_logs(logs: dict[str, float]) -> str:
-    """``loss 0.1234 · accuracy 0.9500 · val_loss ...`` with 4 significant decimals."""
-    return " · ".join(f"{k} {v:.4f}" if math.isfinite(v) else f"{k} {v}" for k, v in
-                      logs.items())
+def _number(value: float) -> str:
+    return f"{value:.4f}" if math.isfinite(value) else f"{value}"
+
+
+def format_logs(logs: dict[str, Any]) -> str:
+    """``loss 0.1234 · accuracy 0.9500 · val_loss ...`` with 4 significant decimals.
+
+    A population's values ([N]) read ``loss 0.0107..0.2329 (median 0.0241)`` over the
+    members that still train.
+    """
+    parts = []
+    for key, value in logs.items():
+        if not np.ndim(value):
+            parts.append(f"{key} {_number(float(value))}")
+            continue
+        finite = np.asarray(value, np.float64)
+        finite = finite[np.isfinite(finite)]
+        if not finite.size:
+            parts.append(f"{key} nan")
+            continue
+        parts.append(f"{key} {_number(finite.min())}..{_number(finite.max())} "
+                     f"(median {_number(float(np.median(finite)))})")
+    return " · ".join(parts)
 
 
 def format_perf(record: dict[str, Any]) -> str:
@@ -73,7 +94,11 @@ class ConsoleLogger(Callback):
 
     def on_epoch_end(self, epoch, logs, state):
         now = time.perf_counter()
-        line = f"Epoch {epoch + 1}/{self.epochs} · {format_logs(logs)} · {now - self.last:.2f}s"
+        members = ""
+        if self.members_active is not None:
+            members = f" · {int(np.sum(self.members_active))}/{len(self.members_active)} members"
+        line = (f"Epoch {epoch + 1}/{self.epochs}{members} · {format_logs(logs)} · "
+                f"{now - self.last:.2f}s")
         self.last = now
         if self._progress is not None:
             self._progress.console.print(line, markup=False, highlight=False)
@@ -102,7 +127,8 @@ class JsonlWriter(Callback):
     """Appends one JSON object per split per epoch to ``path`` (the metrics.jsonl contract).
 
     Each line: ``{"step", "epoch", "split", <metric>: float, ...}``; ``epoch`` counts
-    from 1; ``step`` is the optimizer step after that epoch.
+    from 1; ``step`` is the optimizer step after that epoch. A population writes one
+    line per member that trained that epoch, with a ``"member"`` index.
     """
 
     needs_every_epoch = False
@@ -136,9 +162,11 @@ class JsonlWriter(Callback):
 
     def on_epoch_end(self, epoch, logs, state):
         step = (epoch + 1) * self.steps_per_epoch
-        train = {k: v for k, v in logs.items() if not k.startswith("val_")}
-        self.write({"step": step, "epoch": epoch + 1, "split": "train", **train})
-        val = {k[4:]: v for k, v in logs.items() if k.startswith("val_")}
-        if val:
-            self.write({"step": step, "epoch": epoch + 1, "split": "val", **val})
+        for member, values in member_logs(logs, self.members_active):
+            tag = {} if member is None else {"member": member}
+            train = {k: v for k, v in values.items() if not k.startswith("val_")}
+            self.write({"step": step, "epoch": epoch + 1, "split": "train", **tag, **train})
+            val = {k[4:]: v for k, v in values.items() if k.startswith("val_")}
+            if val:
+                self.write({"step": step, "epoch": epoch + 1, "split": "val", **tag, **val})
         return state

@@ -11,11 +11,13 @@ from jaxdl.parallel import fsdp_spec, make_mesh, partition_specs, state_sharding
 
 
 def test_mesh_sizes_and_minus_one():
-    assert dict(make_mesh().shape) == {"data": 8, "fsdp": 1, "tensor": 1}
-    assert dict(make_mesh({"data": 2, "fsdp": -1}).shape) == {"data": 2, "fsdp": 4,
-                                                              "tensor": 1}
+    assert dict(make_mesh().shape) == {"population": 1, "data": 8, "fsdp": 1, "tensor": 1}
+    assert dict(make_mesh({"data": 2, "fsdp": -1}).shape) == {"population": 1, "data": 2,
+                                                              "fsdp": 4, "tensor": 1}
     assert dict(make_mesh({"data": 2, "fsdp": 2, "tensor": 2}).shape) == {
-        "data": 2, "fsdp": 2, "tensor": 2}
+        "population": 1, "data": 2, "fsdp": 2, "tensor": 2}
+    assert dict(make_mesh({"population": 4, "data": -1}).shape) == {
+        "population": 4, "data": 2, "fsdp": 1, "tensor": 1}
 
 
 @pytest.mark.parametrize("spec,match", [

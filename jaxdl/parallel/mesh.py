@@ -1,11 +1,15 @@
-"""A device mesh from config: axes ``data``, ``fsdp``, ``tensor`` (``-1``: all remaining).
+"""A device mesh from config: axes ``population``, ``data``, ``fsdp``, ``tensor`` (``-1``: all
+remaining).
 
     mesh = make_mesh({"data": -1})                      # pure data parallel
     mesh = make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
 
-Axes are always all three, in that order, so partition rules can name any of
-them; unused axes have size 1. Built with ``jax.make_mesh`` (Auto axis types:
-the compiler propagates shardings from the rules and the batch).
+Axes are always all four, in that order, so partition rules can name any of
+them; unused axes have size 1. ``population`` splits the members of a population
+(:mod:`jaxdl.population`); it is outermost, so members spread over hosts first and
+a member's own data/FSDP/tensor traffic stays within its group of devices. Built
+with ``jax.make_mesh`` (Auto axis types: the compiler propagates shardings from
+the rules and the batch).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import jax
 
 from jaxdl import errors
 
-MESH_AXES = ("data", "fsdp", "tensor")
+MESH_AXES = ("population", "data", "fsdp", "tensor")
 
 
 def _sizes(spec: Mapping[str, Any], count: int) -> tuple[int, ...]:
@@ -46,9 +50,15 @@ def _sizes(spec: Mapping[str, Any], count: int) -> tuple[int, ...]:
     return tuple(sizes)
 
 
+def _shown(sizes: Sequence[int]) -> dict[str, int]:
+    # The population axis only when used: most meshes train one model.
+    return {axis: size for axis, size in zip(MESH_AXES, sizes, strict=True)
+            if axis != "population" or size != 1}
+
+
 def make_mesh(spec: Mapping[str, Any] | None = None,
               devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
-    """The mesh over ``devices`` (default: all) with axes (data, fsdp, tensor).
+    """The mesh over ``devices`` (default: all) with axes (population, data, fsdp, tensor).
 
     Args:
       spec: axis sizes, e.g. ``{"data": 2, "fsdp": -1}``; default ``{"data": -1}``.
@@ -65,7 +75,7 @@ def make_mesh(spec: Mapping[str, Any] | None = None,
         more = f" and {len(devices) - 16} more" if len(devices) > 16 else ""
         raise errors.input_error(
             "mesh", f"axis sizes whose product is the device count ({len(devices)}: {found}"
-            f"{more})", f"{dict(zip(MESH_AXES, sizes, strict=True))} = {math.prod(sizes)}",
+            f"{more})", f"{_shown(sizes)} = {math.prod(sizes)}",
             "make the sizes multiply to the device count, or use -1 for one axis")
     return jax.make_mesh(sizes, MESH_AXES, devices=devices,
                          axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES))

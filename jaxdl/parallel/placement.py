@@ -66,20 +66,39 @@ class Placement:
     def batch_sharding(self) -> NamedSharding:
         return NamedSharding(self.mesh, PartitionSpec(BATCH_AXES))
 
-    def state_shardings(self, abstract_state: Any, boxed_params: Any = None) -> Any:
+    def state_shardings(self, abstract_state: Any, boxed_params: Any = None,
+                        population: bool = False) -> Any:
         """NamedShardings for a TrainState (params by the rules, optimizer state alike;
         everything replicated under the shard_map strategy).
 
         ``boxed_params``: the params as the model's init returns them, with Flax's
         logical-partitioning boxes, so logical axis names can be mapped by
-        ``logical_rules``.
+        ``logical_rules``. ``population``: every leaf has a leading member axis, split
+        over the mesh's ``population`` axis (``boxed_params`` are one member's).
         """
         if self.strategy in ("shard_map", "pmap"):
             return jax.tree.map(lambda _: self.replicated(), abstract_state)
+        members = None
+        if population:
+            members = jax.tree.leaves(abstract_state)[0].shape[0]
+            groups = self.mesh.shape["population"]
+            if members % groups:
+                raise errors.input_error(
+                    "population", f"a member count divisible by the mesh's population axis "
+                    f"({groups})", str(members),
+                    f"use a multiple of {groups} members, or another mesh")
+            if boxed_params is None:
+                boxed_params = jax.tree.map(
+                    lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), abstract_state.params)
         specs, self.unused_rules = partition_specs(
             abstract_state.params if boxed_params is None else boxed_params, self.mesh,
             self.rules, self.logical_rules)
-        return state_shardings(abstract_state, specs, self.mesh)
+        if members is None:
+            return state_shardings(abstract_state, specs, self.mesh)
+        specs = jax.tree.map(lambda spec: PartitionSpec("population", *spec), specs,
+                             is_leaf=lambda x: isinstance(x, PartitionSpec))
+        return state_shardings(abstract_state, specs, self.mesh,
+                               default=PartitionSpec("population"))
 
     def check_batch(self, batch_size: int, argument: str = "batch_size") -> None:
         if batch_size % self.data_parallel:
@@ -90,10 +109,18 @@ class Placement:
                 f"use a multiple of {self.data_parallel}, e.g. "
                 f"{max(self.data_parallel, batch_size // self.data_parallel * self.data_parallel)}")
 
-    def constrain_batch(self, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
-        """Inside jit: every batch array split over (data, fsdp) along its first axis."""
+    def constrain_batch(self, batch: dict[str, jax.Array], member_axis: bool = False
+                        ) -> dict[str, jax.Array]:
+        """Inside jit: every batch array split over (data, fsdp) along its first axis.
+
+        ``member_axis``: x and y are [N, B, ...] (each population member's own batch): the
+        member axis goes over ``population``, the batch axis over (data, fsdp).
+        """
         sharding = self.batch_sharding()
-        return {k: jax.lax.with_sharding_constraint(v, sharding) for k, v in batch.items()}
+        per_member = NamedSharding(self.mesh, PartitionSpec("population", BATCH_AXES))
+        return {k: jax.lax.with_sharding_constraint(
+            v, per_member if member_axis and k != "mask" else sharding)
+            for k, v in batch.items()}
 
     def put_replicated(self, tree: Any) -> Any:
         return jax.device_put(tree, self.replicated())

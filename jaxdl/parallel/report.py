@@ -361,7 +361,10 @@ def preflight(trainer: Any, sample_x: Any, batch_size: int, *, sample_y: Any = N
             jax.tree.leaves(getattr(abstract, field)),
             leaves(getattr(shardings, field)), strict=True))
 
-    mesh_shape = dict(placement.mesh.shape) if placement is not None else None
+    mesh_shape = None
+    if placement is not None:  # the population axis only when it splits members
+        mesh_shape = {axis: size for axis, size in placement.mesh.shape.items()
+                      if axis != "population" or size != 1}
     report = Preflight(
         rows=rows, mesh_shape=mesh_shape, batch_size=batch_size,
         params_bytes=sum(r.bytes for r in rows),

@@ -81,13 +81,15 @@ def partition_specs(params: Any, mesh: jax.sharding.Mesh, rules: Sequence[Rule] 
     return specs, unused
 
 
-def state_shardings(state: Any, param_specs: Any, mesh: jax.sharding.Mesh) -> Any:
+def state_shardings(state: Any, param_specs: Any, mesh: jax.sharding.Mesh,
+                    default: PartitionSpec | None = None) -> Any:
     """NamedShardings for a whole TrainState: params by their specs, optimizer state
-    following the parameter whose path it ends with, everything else replicated."""
+    following the parameter whose path it ends with, everything else by ``default``
+    (replicated; a population's leaves split over their member axis)."""
     by_suffix = {jax.tree_util.keystr(path): spec for path, spec in
                  jax.tree_util.tree_flatten_with_path(
                      param_specs, is_leaf=lambda x: isinstance(x, PartitionSpec))[0]}
-    replicated = NamedSharding(mesh, PartitionSpec())
+    replicated = NamedSharding(mesh, PartitionSpec() if default is None else default)
 
     def sharding(path, leaf):
         name = jax.tree_util.keystr(path)

@@ -1,0 +1,258 @@
+"""Populations: many models trained as one ``jax.vmap``-ed program.
+
+A population state is a :class:`~jaxdl.state.TrainState` whose every leaf has a
+leading member axis ``[N, ...]``: N parameter sets, N optimizer states, N RNG
+keys. Per-member hyper-parameters (learning rate, weight decay, momentum, any
+numeric optax option) live in the optimizer state through
+``optax.inject_hyperparams``, so they are data: checkpointed with the state and
+changeable between steps without recompiling. The training step is the
+single-model step under ``jax.vmap``; one compile and one dispatch advance
+every member.
+
+    state = trainer.init(0, x[:1], population=32,
+                         hparams={"learning_rate": np.geomspace(1e-4, 1e-1, 32)})
+    state, history = trainer.fit(state, x, y, epochs=20, validation_data=(xv, yv))
+    history["val_loss"]                      # per epoch: a list of 32 values
+    best = jdl.population.best(state, history, metric="val_loss")
+    best.index, best.value, best.hparams     # the winner; best.state is its TrainState
+    trainer.predict(state, x_test, ensemble=True)   # mean of member probabilities
+
+Member ``i`` computes exactly what a single run with ``seeds[i]`` and the
+member's hyper-parameters computes (same batches by default; pass one data
+seed per member to ``fit`` for per-member orders).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxdl import errors
+from jaxdl.state import TrainState
+
+
+def size(state: Any) -> int | None:
+    """The number of members of a population state, or None for a single model."""
+    step = getattr(state, "step", None)
+    shape = getattr(step, "shape", ())
+    return int(shape[0]) if len(shape) == 1 else None
+
+
+def member(state: TrainState, index: int) -> TrainState:
+    """Member ``index`` of a population state, as a single-model TrainState."""
+    n = size(state)
+    if n is None:
+        raise errors.input_error("state", "a population state (from init(..., population=N))",
+                                 "a single-model state", "pass the population's state")
+    if not isinstance(index, int | np.integer) or not -n <= index < n:
+        raise errors.input_error("index", f"a member index in [0, {n})", repr(index),
+                                 f"pick a member between 0 and {n - 1}")
+    return jax.tree.map(lambda a: a[index], state)
+
+
+def abstract_member(state: Any) -> Any:
+    """Shapes and dtypes of one member of ``state`` (nothing computed)."""
+    return jax.eval_shape(lambda s: jax.tree.map(lambda a: a[0], s), state)
+
+
+def _injected(opt_state: Any) -> list[Any]:
+    """Every inject_hyperparams state inside ``opt_state`` (outermost first)."""
+    found = []
+
+    def visit(node):
+        if isinstance(node, optax.InjectStatefulHyperparamsState | optax.InjectHyperparamsState):
+            found.append(node)
+            visit(node.inner_state)
+        elif isinstance(node, tuple | list):
+            for child in node:
+                visit(child)
+
+    visit(opt_state)
+    return found
+
+
+def hparams(state: TrainState) -> dict[str, np.ndarray]:
+    """The injected hyper-parameters of ``state`` (per member [N] for a population).
+
+    The kit's own learning-rate multiplier (``ReduceLROnPlateau``) is not listed.
+    """
+    out: dict[str, np.ndarray] = {}
+    for node in _injected(state.opt_state):
+        if set(node.hyperparams) == {"step_size"}:
+            continue  # jaxdl.optim.with_lr_scale's multiplier
+        for name, value in node.hyperparams.items():
+            out.setdefault(name, np.asarray(jax.device_get(value)))
+    return out
+
+
+def set_hparams(state: TrainState, values: Mapping[str, Any]) -> TrainState:
+    """A copy of ``state`` with injected hyper-parameters replaced (no recompile: data).
+
+    ``values`` maps a name to a scalar or, for a population, one value per member.
+    """
+    nodes = _injected(state.opt_state)
+    known = {name for node in nodes for name in node.hyperparams} - {"step_size"}
+    for name in values:
+        if name not in known:
+            raise errors.input_error("hparams", f"names of injected hyper-parameters "
+                                     f"{sorted(known)}", repr(name),
+                                     "request it when creating the population: "
+                                     "init(..., hparams={name: values})")
+    n = size(state)
+
+    def replace(node):
+        if isinstance(node, optax.InjectStatefulHyperparamsState | optax.InjectHyperparamsState):
+            hyper = dict(node.hyperparams)
+            for name, value in values.items():
+                if name in hyper:
+                    old = hyper[name]
+                    new = jnp.asarray(value, old.dtype)
+                    if new.shape != old.shape:
+                        raise errors.input_error(
+                            f"hparams[{name!r}]", f"{n} values (one per member)" if n else
+                            "a scalar", f"shape {new.shape}", "give one value per member")
+                    hyper[name] = jax.device_put(new, getattr(old, "sharding", None))
+            return node._replace(hyperparams=hyper, inner_state=replace(node.inner_state))
+        if isinstance(node, tuple) and not hasattr(node, "_fields"):
+            return tuple(replace(child) for child in node)
+        if isinstance(node, list):
+            return [replace(child) for child in node]
+        return node
+
+    return state.replace(opt_state=replace(state.opt_state))
+
+
+def expand(spec: Mapping[str, Any], population: int, seed: int = 0) -> dict[str, list[float]]:
+    """Per-member values from a sweep spec: name -> list | {"log_uniform": [lo, hi]} |
+    {"uniform": [lo, hi]} | {"grid": [values]} | {"log_grid": [lo, hi]}.
+
+    Lists are taken as they are (length N); ``log_uniform``/``uniform`` draw N values
+    from ``seed``; ``grid`` repeats its values to fill N (``[a, b]`` -> a, b, a, b, ...);
+    ``log_grid`` spaces N values geometrically from lo to hi.
+    """
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, rule in spec.items():
+        where = f"population.hparams.{name}"
+        if isinstance(rule, Mapping):
+            if len(rule) != 1 or next(iter(rule)) not in ("log_uniform", "uniform", "grid",
+                                                          "log_grid"):
+                raise errors.input_error(where, "a list, or one of {'log_uniform': [lo, hi]}, "
+                                         "{'uniform': [lo, hi]}, {'grid': [...]}, "
+                                         "{'log_grid': [lo, hi]}", repr(dict(rule)),
+                                         "e.g. {'log_uniform': [1e-4, 1e-1]}")
+            kind, args = next(iter(rule.items()))
+            args = list(args)
+            if kind == "grid":
+                if not args:
+                    raise errors.input_error(where, "a non-empty grid", "[]", "list values")
+                values = [args[i % len(args)] for i in range(population)]
+            else:
+                if len(args) != 2 or (kind.startswith("log") and min(args) <= 0):
+                    raise errors.input_error(where, f"[lo, hi]{' > 0' * kind.startswith('log')}"
+                                             f" for {kind}", repr(args), "e.g. [1e-4, 1e-1]")
+                lo, hi = (math.log(a) for a in args) if kind.startswith("log") else args
+                points = (np.linspace(lo, hi, population) if kind == "log_grid"
+                          else rng.uniform(lo, hi, population))
+                values = np.exp(points) if kind.startswith("log") else points
+            out[name] = [float(v) for v in values]
+        elif isinstance(rule, Sequence) and not isinstance(rule, str):
+            if len(rule) != population:
+                raise errors.input_error(where, f"{population} values (population.size)",
+                                         f"{len(rule)} values",
+                                         "give one value per member or change the size")
+            out[name] = [float(v) for v in rule]
+        else:
+            raise errors.type_error(where, "a list of values or a sampling rule",
+                                    errors.describe(rule), "e.g. [1e-3, 3e-3] or "
+                                    "{'log_uniform': [1e-4, 1e-1]}")
+    return out
+
+
+MAX_MODE_WORDS = ("acc", "auc", "f1", "precision", "recall", "r2")
+
+
+def metric_mode(metric: str) -> str:
+    """"max" for accuracy-like names, "min" for losses and errors."""
+    return "max" if any(k in metric for k in MAX_MODE_WORDS) else "min"
+
+
+class Best(NamedTuple):
+    """The member :func:`best` picked."""
+
+    index: int
+    value: float
+    hparams: dict[str, float]
+    state: TrainState
+
+
+def best(state: TrainState, history: Mapping[str, Any], metric: str = "val_loss",
+         mode: str = "auto") -> Best:
+    """The member with the best ``metric``, judged by its best epoch.
+
+    Args:
+      state: a population state (as ``fit`` returned it).
+      history: ``fit``'s history: per epoch, one value per member (NaN once a member
+        stopped).
+      metric: a history key, e.g. "val_loss" or "val_accuracy".
+      mode: "min", "max" or "auto" (max for accuracy-like names).
+    """
+    if metric not in history:
+        raise errors.input_error("metric", f"a key of the history {sorted(history)}",
+                                 repr(metric), "pass validation data to fit, or pick one of those")
+    n = size(state)
+    values = np.asarray(history[metric], dtype=np.float64)
+    if n is None or values.ndim != 2 or values.shape[1] != n:
+        raise errors.input_error("history", "the history of a population's fit (per epoch, "
+                                 "one value per member)", f"values of shape {values.shape}",
+                                 "pass the history fit returned for this population state")
+    mode = metric_mode(metric) if mode == "auto" else mode
+    if mode not in ("min", "max"):
+        raise errors.input_error("mode", "'min', 'max' or 'auto'", repr(mode), "pass mode='min'")
+    sign = 1.0 if mode == "min" else -1.0
+    scores = np.where(np.isfinite(values), sign * values, np.inf).min(axis=0)
+    if not np.isfinite(scores).any():
+        raise errors.NonFiniteError(f"every member's {metric} is non-finite: no member to "
+                                    "pick. Fix: lower the learning rates of the sweep.")
+    index = int(np.argmin(scores))
+    return Best(index, float(sign * scores[index]),
+                {k: float(v[index]) for k, v in hparams(state).items()},
+                member(state, index))
+
+
+def select(mask: jax.Array, new: Any, old: Any) -> Any:
+    """Per member: ``new`` where ``mask`` [N] is true, else ``old`` (any pytree of [N, ...])."""
+
+    def pick(a, b):
+        if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+            return a  # keys never change during training
+        return jnp.where(mask.reshape(mask.shape + (1,) * (a.ndim - 1)), a, b)
+
+    return jax.tree.map(pick, new, old)
+
+
+select_jit = jax.jit(select)
+
+
+def vmap_train_step(train_step: Any, member_data: bool = False) -> Any:
+    """``step(state [N], batch, active [N] | None) -> (state, stats [N])`` from a member step.
+
+    ``member_data``: the batch's x and y carry a member axis ([N, B, ...]: each member's
+    own order); else every member trains on the same batch. Members with ``active`` false
+    keep their state (an early-stopped or diverged member).
+    """
+    batch_axes = {"x": 0, "y": 0, "mask": None} if member_data else None
+
+    def step(state, batch, active=None):
+        new, stats = jax.vmap(train_step, in_axes=(0, batch_axes))(state, batch)
+        if active is not None:
+            new = select(active, new, state)
+        return new, stats
+
+    return step
