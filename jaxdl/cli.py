@@ -173,6 +173,42 @@ def build_parser() -> argparse.ArgumentParser:
     )
     summary.add_argument("--config", metavar="FILE", help="experiment config file")
     summary.set_defaults(func=_cmd_summary, command_parser=summary)
+
+    data = commands.add_parser(
+        "data",
+        help="prepare on-disk records of a data set",
+        description="Data sets as on-disk records (one .npy per field plus meta.json), read "
+        "by jaxdl.data.open_records and the grain Pipeline.",
+    )
+    data_commands = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    prepare = data_commands.add_parser(
+        "prepare",
+        help="write a bundled data set or the text corpus as records",
+        description="Write OUT/train, OUT/val and OUT/test (or the --split given) as records: "
+        "a bundled set split and standardized as jaxdl.data.load does, or 'text', next-byte "
+        "windows of the Python standard library's source. Prints one JSON line.",
+    )
+    prepare.add_argument("--dataset", required=True, metavar="NAME",
+                         help="breast_cancer, iris, wine, digits, diabetes, or text")
+    prepare.add_argument("--out", metavar="DIR", required=True,
+                         help="parent folder of the split folders")
+    prepare.add_argument("--split", choices=("train", "val", "test", "all"), default="all",
+                         help="which split to write (default: all three)")
+    prepare.add_argument("--seed", type=int, default=0,
+                         help="bundled sets: the seed of the split (default 0)")
+    prepare.add_argument("--images", action="store_true",
+                         help="digits: x as [n, 8, 8, 1] pixels in [0, 1]")
+    prepare.add_argument("--seq-len", metavar="T", type=_positive_int, default=128,
+                         help="text: bytes per window (default 128)")
+    prepare.add_argument("--stride", metavar="S", type=_positive_int,
+                         help="text: step between windows (default: T, no overlap)")
+    prepare.add_argument("--max-bytes", metavar="N", type=_positive_int,
+                         help="text: cap on the train split's bytes (default: all)")
+    prepare.add_argument("--overwrite", action="store_true",
+                         help="replace records already in the split folders")
+    prepare.add_argument("--debug", action="store_true",
+                         help="show the traceback of an error too")
+    prepare.set_defaults(func=_cmd_data_prepare, command_parser=prepare)
     for sub in (train, predict, evaluate, explain, plot, summary):
         sub.add_argument("--debug", action="store_true",
                          help="show the traceback of an error too")
@@ -395,6 +431,28 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from jaxdl import run
 
     run.predict_from_workdir(workdir.absolute(), input_path, output_path, args.batch_size)
+    return 0
+
+
+def _cmd_data_prepare(args: argparse.Namespace) -> int:
+    """`jaxdl data prepare`: a data set as records under --out, one JSON line of what was
+    written."""
+    import json
+
+    from jaxdl.data import prepare
+
+    splits = ("train", "val", "test") if args.split == "all" else (args.split,)
+    if args.dataset == "text":
+        options = dict(seq_len=args.seq_len, stride=args.stride, max_bytes=args.max_bytes)
+    else:
+        options = dict(seed=args.seed, images=args.images)
+    written = prepare.prepare(args.dataset, pathlib.Path(args.out).expanduser(), splits,
+                              overwrite=args.overwrite, **options)
+    print(json.dumps({"dataset": args.dataset, "splits": {
+        split: {"dir": str(r.directory), "num_examples": len(r),
+                "fields": {k: {"shape": list(s.shape), "dtype": s.dtype.name}
+                           for k, s in r.fields.items()}}
+        for split, r in written.items()}}))
     return 0
 
 
