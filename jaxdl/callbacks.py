@@ -161,7 +161,8 @@ class EarlyStopping(_Monitor):
         self.patience, self.restore_best_weights = patience, restore_best_weights
         self.start_from_epoch = start_from_epoch
         self.wait, self.best_epoch, self.stopped_epoch = 0, None, None
-        self.best_state: TrainState | None = None
+        # The best epoch's {"params", "model_state"} (per member for a population).
+        self.best_state: dict[str, Any] | None = None
 
     def _start_members(self, n):
         self.wait, self.best_epoch = np.zeros(n, int), np.full(n, -1)
@@ -177,7 +178,8 @@ class EarlyStopping(_Monitor):
         if self._improved(value):
             self.best, self.best_epoch, self.wait = value, epoch, 0
             if self.restore_best_weights:
-                self.best_state = _copy(state)
+                self.best_state = _copy({"params": state.params,
+                                         "model_state": state.model_state})
             return state
         self.wait += 1
         if self.wait >= max(self.patience, 1):
@@ -225,7 +227,7 @@ class EarlyStopping(_Monitor):
     def checkpoint_arrays(self):
         if not self.restore_best_weights or self.best_state is None:
             return None
-        return {"params": self.best_state.params, "model_state": self.best_state.model_state}
+        return self.best_state
 
     def checkpoint_template(self, state):
         if not self.restore_best_weights:
@@ -236,8 +238,6 @@ class EarlyStopping(_Monitor):
         if self.restore_best_weights and self.best_state is not None:
             # Keep the step counter, data position and RNG moving forward; restore the model.
             best = self.best_state
-            if not isinstance(best, dict):
-                best = {"params": best.params, "model_state": best.model_state}
             if np.ndim(self.best_epoch):  # members that never improved keep their state
                 from jaxdl import population
 

@@ -321,8 +321,8 @@ def fit(programs: Programs, state: TrainState, x: Any, y: Any, *, epochs: int = 
     val_data = _on_device(*val, programs.placement) if val is not None else None
     val_plan = _sequential_plan(len(val[0]), batch_size) if val is not None else None
 
-    probe = {k: jax.ShapeDtypeStruct((batch_size, *v.shape[1:]), v.dtype) for k, v in
-             {"x": x, "y": y}.items()}
+    probe = {k: jax.ShapeDtypeStruct((*members.idx_axes, batch_size, *v.shape[1:]), v.dtype)
+             for k, v in {"x": x, "y": y}.items()}
     probe["mask"] = jax.ShapeDtypeStruct((batch_size,), jnp.float32)
     # numpy zeros: an eager jnp.zeros would compile a broadcast per shape.
     put = programs.placement.put_replicated if programs.placement else jax.device_put
