@@ -403,6 +403,14 @@ CATALOGUE: list[Entry] = [
     Entry("E079", lambda c: _indivisible_batch(c), InputError,
           r"argument 'batch_size': expected a global batch divisible by the data-parallel size "
           r"8 \(mesh data=8 x fsdp=1\), got 12"),
+    Entry("E080", lambda c: c.fit_with(precision="float16"), InputError,
+          r"argument 'precision': expected 'float32' or 'bfloat16', got 'float16'\. "
+          r"Fix: use precision='bfloat16'"),
+    Entry("E081", lambda c: c.fit_with(grad_accum_steps=0), InputError,
+          r"argument 'grad_accum_steps': expected an integer >= 1"),
+    Entry("E082", lambda c: c.fit_with(grad_accum_steps=4), InputError,
+          r"argument 'batch_size': expected a batch divisible by grad_accum_steps=4 "
+          r"\(equal micro-batches\), got 50\. Fix: .*\(e\.g\. 48 or 52\)"),
 ]
 ENTRIES = {e.id: e for e in CATALOGUE}
 
