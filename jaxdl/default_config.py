@@ -41,6 +41,8 @@ def get_config() -> ml_collections.ConfigDict:
     # checkpoint is intact), "skip" (drop that update), "rollback" (reload the last
     # checkpoint and go on without it) or "none".
     c.nan_policy = "raise"
+    c.precision = "float32"  # "bfloat16": compute in bf16, params and optimizer state float32
+    c.grad_accum_steps = 1  # k > 1: k micro-batches of batch_size / k per update (less memory)
     # Checkpoints under WORKDIR/checkpoints: every N epochs and/or steps, at the end and on
     # SIGTERM/SIGINT; a restarted run resumes from the newest good one.
     c.checkpoint = ml_collections.ConfigDict(dict(

@@ -58,6 +58,7 @@ CONFIG_KEYS = {
     "mesh.population": "mesh.population", "population": "population.size",
     "hparams": "population.hparams", "seeds": "population.seeds",
     "sharding.rules": "sharding.rules", "data placement": "sharding.data_placement",
+    "precision": "precision", "grad_accum_steps": "grad_accum_steps",
 }
 
 
@@ -136,7 +137,9 @@ def build_trainer(config: ml_collections.ConfigDict, steps_per_epoch: int):
                    **_optimizer(config, total_steps),
                    nan_policy=config.get("nan_policy", "raise"), mesh=mesh, rules=rules,
                    logical_rules=logical_rules, strategy=strategy,
-                   data_placement=sharding.get("data_placement", "auto"))
+                   data_placement=sharding.get("data_placement", "auto"),
+                   precision=config.get("precision", "float32"),
+                   grad_accum_steps=config.get("grad_accum_steps", 1))
 
 
 def _callbacks(config: ml_collections.ConfigDict) -> list:
