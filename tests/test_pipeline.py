@@ -183,3 +183,23 @@ def test_bad_positions_and_sources(records, tmp_path):
         Pipeline({"x": np.zeros((3, 1))}, 2)
     with pytest.raises(InputError, match="no such folder"):
         Pipeline(open_records(tmp_path / "missing"), 2)
+
+
+def test_blocks_feed_the_mesh_like_placement_feed(records, data):
+    """What the host-fed driver would send: the same global arrays as Placement.feed."""
+    import jax
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    from jaxdl.parallel.placement import BATCH_AXES, Placement
+
+    placement = Placement({"data": 2, "fsdp": -1}, data="host")
+    with Pipeline(records, 16, seed=3, rows=placement.local_rows(16)) as pipe:
+        local = pipe.block([1, 2], 0, 3)
+    idx = np.stack([arrays.block_indices(arrays.epoch_order(3, e, N), 16, 0, 3) for e in (1, 2)])
+    want = placement.feed({"x": data["x"], "y": data["y"]}, idx, 16)
+    sharding = NamedSharding(placement.mesh, PartitionSpec(None, None, BATCH_AXES))
+    for k in ("x", "y"):
+        got = jax.make_array_from_process_local_data(sharding, local[k],
+                                                     (*idx.shape, *data[k].shape[1:]))
+        assert got.sharding == want[k].sharding
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want[k]))
