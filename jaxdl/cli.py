@@ -120,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--batch-size", metavar="N", type=_positive_int, help="examples per predict step"
     )
+    predict.add_argument(
+        "--member", metavar="I", type=int,
+        help="a population run: predict with member I (default: the mean of all members)"
+    )
     predict.set_defaults(func=_cmd_predict, command_parser=predict)
 
     evaluate = commands.add_parser(
@@ -430,7 +434,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     enable_compilation_cache()
     from jaxdl import run
 
-    run.predict_from_workdir(workdir.absolute(), input_path, output_path, args.batch_size)
+    run.predict_from_workdir(workdir.absolute(), input_path, output_path, args.batch_size,
+                             member=args.member)
     return 0
 
 

@@ -4,8 +4,11 @@ One subplot per metric (loss first), x = epoch, training solid and validation
 dashed, one color per run, labelled with the run's folder name. Test lines are
 not curves and are left out. A population run (lines with a ``member`` field)
 is drawn as a band from the lowest to the highest member per epoch, with the
-best member's curve on top: lowest final ``val_loss``, or highest final
-validation accuracy-like metric when there is no loss.
+best member's curve on top: the member the run's ``"best"`` line names (see
+:func:`jaxdl.population.best`), else the lowest final ``val_loss``, or highest
+final validation accuracy-like metric when there is no loss. A sweep's test
+metrics against its hyper-parameter: :func:`plot_sweep` (``jaxdl plot`` writes
+``<output>_sweep.png`` too when a run is a sweep).
 
     jaxdl plot runs/a runs/b --output curves.png        # (wired in cli.py)
 
@@ -47,6 +50,8 @@ class Run:
 
     name: str
     series: Series = field(default_factory=dict)
+    best: int | None = None  # a population's best member, from its "best" line
+    tests: list[dict[str, Any]] = field(default_factory=list)  # a population's test lines
 
     @property
     def members(self) -> list[int]:
@@ -121,6 +126,10 @@ def read_run(workdir: str | Path) -> Run:
                 "WORKDIR", "metrics.jsonl lines of JSON objects with 'split' and 'epoch'",
                 f"line {number} of {path}: {line[:80]!r} ({exc})",
                 "remove or fix that line, or pass another run folder.") from exc
+        if split == "best" and member is not None:
+            run.best = member
+        if split == "test" and member is not None:
+            run.tests.append(record)
         if split not in _SPLITS:
             continue  # the test line is one point, not a curve
         series = run.series.setdefault((split, member), {})
@@ -150,6 +159,8 @@ def best_member(run: Run) -> int | None:
     members = run.members
     if not members:
         return None
+    if run.best is not None:
+        return run.best
     for split in ("val", "train"):
         logged = dict.fromkeys(k for m in members for k in run.series.get((split, m), {}))
         candidates = [k for k in logged if k == "loss"] + [
@@ -306,6 +317,60 @@ def plot_runs(workdirs: Sequence[str | Path] | str | Path, output: str | Path,
     return output
 
 
+def plot_sweep(workdir: str | Path, output: str | Path, hparam: str | None = None,
+               metrics: Sequence[str] | None = None) -> Path:
+    """Draws a population run's test metrics against a hyper-parameter, one point per member.
+
+    Args:
+      workdir: a population run folder (test lines with ``member`` and ``hparams``).
+      output: a .png (or .svg, .pdf) path.
+      hparam: the hyper-parameter on the x axis (default: the first one); a logarithmic
+        axis when its values span more than a factor of 20.
+      metrics: test metrics to draw (default: all, loss first).
+
+    Returns:
+      The path written; the best member (the run's ``"best"`` line) is circled.
+    """
+    from matplotlib.figure import Figure
+
+    run = read_run(workdir)
+    tests = [t for t in run.tests if t.get("hparams")]
+    if not tests:
+        raise errors.input_error("WORKDIR", "a population run with hyper-parameters "
+                                 "(test lines with 'member' and 'hparams')", str(workdir),
+                                 "train with --config.population.size and "
+                                 "--config.population.hparams")
+    names = list(tests[0]["hparams"])
+    hparam = hparam or names[0]
+    if hparam not in names:
+        raise errors.unknown_name("hparam", "hyper-parameter", hparam, names)
+    shown = [k for k in tests[0] if k not in (*_RECORD_KEYS, "hparams")
+             and _number(tests[0][k]) is not None]
+    shown = list(metrics) if metrics else shown
+    xs = np.array([t["hparams"][hparam] for t in tests], np.float64)
+    fig = Figure(figsize=(4.2 * len(shown), 3.4), layout="constrained")
+    for i, metric in enumerate(shown):
+        ax = fig.add_subplot(1, len(shown), i + 1)
+        ys = np.array([_number(t.get(metric)) or math.nan for t in tests], np.float64)
+        order = np.argsort(xs)
+        ax.plot(xs[order], ys[order], "o-", markersize=3, color="C0")
+        best = [j for j, t in enumerate(tests) if t["member"] == run.best]
+        if best:
+            ax.plot(xs[best], ys[best], "o", markersize=10, markerfacecolor="none",
+                    color="C3", label=f"best (member {run.best})")
+            ax.legend(fontsize=8)
+        positive = xs[xs > 0]
+        if positive.size == xs.size and positive.max() / positive.min() > 20:
+            ax.set_xscale("log")
+        ax.set_xlabel(hparam)
+        ax.set_title(f"test {metric}")
+        ax.grid(alpha=0.3)
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, dpi=_DPI)
+    return output
+
+
 def main_plot(workdirs: list[str], output: str | None, metrics: list[str] | None) -> int:
     """``jaxdl plot``: writes the curves and prints the path; returns the exit code 0.
 
@@ -318,4 +383,10 @@ def main_plot(workdirs: list[str], output: str | None, metrics: list[str] | None
         output = str(Path(workdirs[0]) / "curves.png") if workdirs else "curves.png"
     path = plot_runs(workdirs, output, metrics)
     print(path)
+    for workdir in workdirs:
+        if any(t.get("hparams") for t in read_run(workdir).tests):
+            sweep = path.with_name(f"{path.stem}_sweep{path.suffix}") if len(workdirs) == 1 \
+                else path.with_name(f"{path.stem}_{Path(workdir).resolve().name}_sweep"
+                                    f"{path.suffix}")
+            print(plot_sweep(workdir, sweep))
     return 0

@@ -163,9 +163,12 @@ def test_predict_dispatch(capsys, fake_run, tmp_path):
         capsys, "predict", "--workdir", "run", "--input", "x.csv", "--batch-size", "16"
     )
     assert code == 0, err
-    assert fake_run.calls == [("predict", (tmp_path / "run", pathlib.Path("x.csv"), None, 16), {})]
-    run_main(capsys, "predict", "--workdir", "run", "--input", "x.csv", "--output", "p.npy")
+    assert fake_run.calls == [("predict", (tmp_path / "run", pathlib.Path("x.csv"), None, 16),
+                               {"member": None})]
+    run_main(capsys, "predict", "--workdir", "run", "--input", "x.csv", "--output", "p.npy",
+             "--member", "2")
     assert fake_run.calls[-1][1][2:] == (pathlib.Path("p.npy"), None)
+    assert fake_run.calls[-1][2] == {"member": 2}
 
 
 @pytest.mark.parametrize(

@@ -264,3 +264,17 @@ def test_a_population_run_from_the_config(tmp_path):
     assert "member" in (tmp_path / "metrics.csv").read_text().splitlines()[0]
     evaluated = run.evaluate_from_workdir(tmp_path)
     np.testing.assert_allclose(evaluated["accuracy"], results["accuracy"], atol=1e-6)
+    raw = np.random.default_rng(0).normal(10.0, 5.0, size=(7, 30)).astype(np.float32)
+    np.save(tmp_path / "x.npy", raw)
+    mean = run.predict_from_workdir(tmp_path, tmp_path / "x.npy", tmp_path / "p.npy")
+    each = [run.predict_from_workdir(tmp_path, tmp_path / "x.npy", tmp_path / "p.npy",
+                                     member=i) for i in range(3)]
+    assert mean.shape == (7, 1)
+    np.testing.assert_allclose(mean, np.mean(each, axis=0), atol=1e-6)
+    with pytest.raises(errors.InputError, match="argument '--member'"):
+        run.predict_from_workdir(tmp_path, tmp_path / "x.npy", member=5)
+    from jaxdl import plot
+
+    assert plot.read_run(tmp_path).best == best[0]["member"]
+    assert plot.main_plot([str(tmp_path)], str(tmp_path / "curves.png"), None) == 0
+    assert (tmp_path / "curves_sweep.png").stat().st_size > 1000
