@@ -18,9 +18,12 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
+    # records: a folder from `jaxdl data prepare --out DIR` (DIR/train, val, test) read
+    # instead of `name`; pipeline: "memory" (read it in), "grain" (stream the training
+    # split from disk) or "auto" (stream when it is over 2 GiB).
     c.data = ml_collections.ConfigDict(dict(
         name="breast_cancer", val_fraction=0.15, test_fraction=0.2, standardize=True,
-        clean=True))
+        clean=True, records="", pipeline="auto"))
     c.model = ml_collections.ConfigDict(dict(
         name="mlp", features=(10, 10, 1), activation="relu", dropout_rate=0.0))
     c.loss = "binary_crossentropy"

@@ -61,6 +61,35 @@ def _checked(programs: Programs, state: TrainState, x: Any, y: Any, x_arg: str, 
     return x, y
 
 
+def _is_records(x: Any) -> bool:
+    from jaxdl.data.records import Records
+
+    return isinstance(x, Records)
+
+
+def _in_memory(x: Any, y: Any, x_arg: str = "x", y_arg: str = "y", rows: int | None = None
+               ) -> tuple[Any, Any]:
+    """On-disk records as (x, y) arrays (the first ``rows`` only, if given); arrays as they are."""
+    if not _is_records(x):
+        return x, y
+    if y is not None:
+        raise errors.input_error(y_arg, f"None when {x_arg} is records (their 'y' field holds "
+                                 "the labels)", errors.describe(y), f"drop {y_arg}")
+    missing = [f for f in ("x", "y") if f not in x.fields]
+    if missing:
+        raise errors.input_error(x_arg, "records with fields 'x' and 'y'",
+                                 f"{x!r}", "write them with jdl.data.write_records(dir, "
+                                 "{'x': x, 'y': y}) or jaxdl data prepare")
+    if rows is None:
+        return np.asarray(x.arrays["x"]), np.asarray(x.arrays["y"])
+    return np.asarray(x.arrays["x"][:rows]), np.asarray(x.arrays["y"][:rows])
+
+
+# Rows of streamed records whose labels are checked before training (a whole huge set
+# would be read for it).
+RECORDS_CHECKED_ROWS = 4096
+
+
 def _on_device(x: np.ndarray, y: np.ndarray | None = None, placement: Any = None
                ) -> dict[str, jax.Array]:
     """The data set on device for the whole run (replicated over a mesh: batches are
@@ -260,7 +289,10 @@ def fit(programs: Programs, state: TrainState, x: Any, y: Any, *, epochs: int = 
     Args:
       programs: the compiled programs (model, loss, optimizer, metrics).
       state: the TrainState to start from (it is donated: do not reuse it).
-      x: inputs [n, ...]; y: labels [n, ...].
+      x: inputs [n, ...]; y: labels [n, ...]. Or ``x`` on-disk records with fields "x" and
+        "y" (:func:`jaxdl.data.open_records`) and ``y=None``: batches are read by a grain
+        :class:`~jaxdl.data.pipeline.Pipeline` ahead of the step, in the order arrays
+        would have (the same batches), each process reading only its rows.
       epochs: index of the last epoch (Keras semantics with ``initial_epoch``).
       batch_size: examples per step; the last batch of an epoch is padded and masked.
       validation_data: ``(x_val, y_val)``, evaluated at the end of every epoch.
@@ -290,7 +322,12 @@ def fit(programs: Programs, state: TrainState, x: Any, y: Any, *, epochs: int = 
     if programs.placement is not None:
         programs.placement.check_batch(batch_size)
     members = _members(programs, state, seed)
-    x, y = _checked(programs, state, x, y, "x", "y")
+    records = x if _is_records(x) else None
+    x, y = _checked(programs, state, *_in_memory(x, y, rows=RECORDS_CHECKED_ROWS), "x", "y")
+    if records is not None and validation_data is None and validation_split:
+        raise errors.input_error("validation_split", "0 with records (they are not held in "
+                                 "memory to cut)", repr(validation_split),
+                                 "pass validation_data=open_records(<val folder>)")
     if validation_data is None and check.fraction(validation_split, "validation_split"):
         cut = len(x) - int(len(x) * validation_split)
         if cut <= 0 or cut == len(x):
@@ -298,25 +335,29 @@ def fit(programs: Programs, state: TrainState, x: Any, y: Any, *, epochs: int = 
                                      "sides", f"{validation_split} of {len(x)} examples",
                                      "use a larger data set or another fraction")
         x, y, validation_data = x[:cut], y[:cut], (x[cut:], y[cut:])
+    n = len(records) if records is not None else len(x)
     val = None
     if validation_data is not None:
+        if _is_records(validation_data):  # evaluated from memory: validation sets are small
+            validation_data = _in_memory(validation_data, None, "validation_data")
         if not (isinstance(validation_data, tuple | list) and len(validation_data) == 2):
-            raise errors.type_error("validation_data", "a pair (x_val, y_val)",
+            raise errors.type_error("validation_data", "a pair (x_val, y_val) or records",
                                     errors.describe(validation_data),
                                     "pass validation_data=(x_val, y_val)")
         val = _checked(programs, state, *validation_data, "validation_data[0]",
                        "validation_data[1]")
 
-    host_fed = programs.placement is not None and programs.placement.host_data
+    host_fed = records is not None or (programs.placement is not None
+                                       and programs.placement.host_data)
     if host_fed and programs.population == "member":
-        raise errors.input_error("seed", "one seed with data_placement='host' (each member's "
-                                 "own order needs the data set on the devices)",
-                                 f"{len(members.seeds)} seeds", "pass one seed, or "
-                                 "data_placement='device'")
+        raise errors.input_error("seed", "one seed when batches come from the host (records, "
+                                 "or data_placement='host': each member's own order needs the "
+                                 "data set on the devices)", f"{len(members.seeds)} seeds",
+                                 "pass one seed, or arrays with data_placement='device'")
     data = None if host_fed else _on_device(x, y, programs.placement)
     friendly = programs.loop_friendly(state, x)
     every_epoch = any(getattr(cb, "needs_every_epoch", True) for cb in callbacks)
-    spe = arrays.steps_per_epoch(len(x), batch_size)
+    spe = arrays.steps_per_epoch(n, batch_size)
     fused_val = val is not None and friendly
     val_data = _on_device(*val, programs.placement) if val is not None else None
     val_plan = _sequential_plan(len(val[0]), batch_size) if val is not None else None
@@ -332,7 +373,7 @@ def fit(programs: Programs, state: TrainState, x: Any, y: Any, *, epochs: int = 
     # What must match for a checkpoint to belong to this run (epochs may grow: resuming a
     # finished run with more epochs continues it).
     identity = {"seed": members.seeds if members.per_member else int(members.seeds[0]),
-                "batch_size": batch_size, "num_examples": len(x), "shuffle": bool(shuffle)}
+                "batch_size": batch_size, "num_examples": n, "shuffle": bool(shuffle)}
     if checkpointing is not None and checkpointing.resume:
         state, acc = resume.resume(checkpointing, state, acc, callbacks, identity, run)
         members.restore(run, callbacks)
@@ -342,7 +383,7 @@ def fit(programs: Programs, state: TrainState, x: Any, y: Any, *, epochs: int = 
     e_block, s_block = _checkpoint_caps(e_block, s_block, spe, checkpointing)
     static = dict(batch_size=batch_size, num_steps=s_block, ragged_steps=spe % s_block != 0,
                   ragged_epochs=e_block > 1 and num_epochs % e_block != 0,
-                  num_examples=len(x) if host_fed else None)
+                  num_examples=n if host_fed else None)
     step = host_step(state)  # counted on the host from here on: no sync per dispatch
     ctx = dict(epochs=epochs, initial_epoch=run.epoch, steps_per_epoch=spe,
                batch_size=batch_size, step=step, population=members.size, **(context or {}))
@@ -353,6 +394,13 @@ def fit(programs: Programs, state: TrainState, x: Any, y: Any, *, epochs: int = 
     dispatches, compile_s, first_step, fit_started = 0, 0.0, step, time.perf_counter()
     last_saved = step
     stop = any(cb.stop_training for cb in callbacks)  # e.g. an early stop restored
+    pipe = None
+    if records is not None:
+        from jaxdl.data.pipeline import Pipeline
+
+        pipe = Pipeline(records, batch_size, seed=members.seeds[0], shuffle=shuffle,
+                        fields=("x", "y"), rows=programs.placement.local_rows(batch_size)
+                        if programs.placement else None)
     handled_bad: set[int] = set()
     try:
         restart = True
@@ -368,7 +416,7 @@ def fit(programs: Programs, state: TrainState, x: Any, y: Any, *, epochs: int = 
                 position[:, 0] = first
                 for i, e in enumerate(block_epochs):
                     if order is None or order[0] != e:
-                        order = (e, [arrays.epoch_order(sd, e, len(x), shuffle)
+                        order = (e, [arrays.epoch_order(sd, e, n, shuffle)
                                      for sd in members.seeds])
                     rows = [arrays.block_indices(o, batch_size, first, s_block)
                             for o in order[1]]
@@ -376,8 +424,15 @@ def fit(programs: Programs, state: TrainState, x: Any, y: Any, *, epochs: int = 
                     position[i, 1] = 1
                 traces_before = programs.traces["block"]
                 started = time.perf_counter()
-                feed = programs.placement.feed({"x": x, "y": y}, idx, batch_size) \
-                    if host_fed else idx
+                if records is not None:  # read ahead by the pipeline, this process's rows
+                    local = pipe.block(block_epochs, first, s_block, num_epochs=e_block)
+                    local = {"x": local["x"], "y": local["y"]}
+                    feed = (programs.placement.feed_local(local, batch_size)
+                            if programs.placement else jax.device_put(local))
+                elif host_fed:
+                    feed = programs.placement.feed({"x": x, "y": y}, idx, batch_size)
+                else:
+                    feed = idx
                 arguments = dict(state=state, acc=acc, data=data, idx=feed, position=position,
                                  val_data=val_data if fused_val else None, val_plan=val_plan,
                                  active=members.device_active(put))
@@ -447,6 +502,8 @@ def fit(programs: Programs, state: TrainState, x: Any, y: Any, *, epochs: int = 
             run.finished = True
             resume.save(checkpointing, step, state, acc, callbacks, identity, run)
     finally:
+        if pipe is not None:
+            pipe.close()
         if checkpointing is not None:
             checkpointing.checkpointer.wait()  # nothing in flight is lost, and errors surface
     jax.block_until_ready(state.step)
@@ -483,7 +540,7 @@ def evaluate(programs: Programs, state: TrainState, x: Any, y: Any, *, batch_siz
     batch_size = check.positive_int(batch_size, "batch_size", "pass batch_size=32")
     if programs.placement is not None:
         programs.placement.check_batch(batch_size)
-    x, y = _checked(programs, state, x, y, "x", "y")
+    x, y = _checked(programs, state, *_in_memory(x, y), "x", "y")
     return evaluate_arrays(programs, state, _on_device(x, y, programs.placement),
                            _sequential_plan(len(x), batch_size))
 
@@ -499,6 +556,8 @@ def predict(programs: Programs, state: TrainState, x: Any, *, batch_size: int = 
     batch_size = check.positive_int(batch_size, "batch_size", "pass batch_size=32")
     if programs.placement is not None:
         programs.placement.check_batch(batch_size)
+    if _is_records(x):
+        x = np.asarray(x.arrays["x"])
     x = check.as_features(x, "x")
     output_shape(programs, state, x)
     idx = _sequential_plan(len(x), batch_size)["idx"]

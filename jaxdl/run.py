@@ -22,6 +22,7 @@ model from ``config.json`` and restore the newest good checkpoint.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import re
 import signal
@@ -157,10 +158,96 @@ def _callbacks(config: ml_collections.ConfigDict) -> list:
     return out
 
 
+# config.data.pipeline="auto" streams training records larger than this from disk (grain);
+# smaller ones are read into memory and gathered on device.
+PIPELINE_AUTO_BYTES = 2 * 2**30
+PIPELINES = ("auto", "memory", "grain")
+
+
+@dataclasses.dataclass
+class RunData:
+    """The splits of a run: arrays, except a streamed training set (then ``x_train`` is
+    :class:`jaxdl.data.records.Records` and ``y_train`` None)."""
+
+    x_train: Any
+    y_train: Any
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    scaler: Any = None
+
+    @property
+    def splits(self) -> dict[str, tuple[Any, Any]]:
+        return {"train": (self.x_train, self.y_train), "val": (self.x_val, self.y_val),
+                "test": (self.x_test, self.y_test)}
+
+
+def _load_records(config: ml_collections.ConfigDict) -> RunData:
+    from jaxdl.data import open_records, transforms
+
+    data_cfg = config.data
+    folder = Path(data_cfg.records)
+    splits = {}
+    for split in ("train", "val", "test"):
+        if not (folder / split).exists() and split != "train":
+            splits[split] = None
+            continue
+        try:
+            splits[split] = open_records(folder / split)
+        except errors.InputError as e:
+            raise errors.input_error("--config.data.records", "a folder written by `jaxdl data "
+                                     "prepare --out DIR` (DIR/train, DIR/val, DIR/test)",
+                                     f"{folder}: {errors.first_sentence(e)}",
+                                     "run `jaxdl data prepare` first") from None
+    train = splits["train"]
+    pipeline = data_cfg.get("pipeline", "auto")
+    if pipeline not in PIPELINES:
+        raise errors.unknown_name("--config.data.pipeline", "data pipeline", pipeline,
+                                  list(PIPELINES))
+    size = sum(a.nbytes for a in train.arrays.values())
+    stream = pipeline == "grain" or (pipeline == "auto" and size > PIPELINE_AUTO_BYTES)
+    if stream:
+        x_train, y_train = train, None
+    else:
+        x_train, y_train = np.asarray(train.arrays["x"]), np.asarray(train.arrays["y"])
+
+    def in_memory(records):
+        if records is None:
+            return (np.zeros((0, *train.fields["x"].shape), train.fields["x"].dtype),
+                    np.zeros((0, *train.fields["y"].shape), train.fields["y"].dtype))
+        return np.asarray(records.arrays["x"]), np.asarray(records.arrays["y"])
+
+    scaler = train.info.get("scaler")
+    return RunData(x_train, y_train, *in_memory(splits["val"]), *in_memory(splits["test"]),
+                   transforms.scaler_from_dict(scaler) if scaler else None)
+
+
+def _load_text(config: ml_collections.ConfigDict) -> RunData:
+    """Next-byte windows of the standard library's source (:mod:`jaxdl.data.text`)."""
+    from jaxdl.data import text
+
+    data_cfg = config.data
+    seq_len = data_cfg.get("seq_len", 128)
+    stride = data_cfg.get("stride", 0) or None
+    splits = []
+    for split in ("train", "val", "test"):
+        corpus = text.load_corpus(split, data_cfg.get("max_bytes", 0) or None
+                                  if split == "train" else data_cfg.get("eval_bytes", 0) or None)
+        splits += list(text.windows(corpus, seq_len, stride if split == "train" else None))
+    return RunData(*splits)
+
+
 def _load_data(config: ml_collections.ConfigDict, quiet: bool = True):
     from jaxdl.data import datasets, transforms
 
     data_cfg = config.data
+    if data_cfg.get("records", ""):
+        data = _load_records(config)
+        return data, data.x_train, data.y_train
+    if data_cfg.name == "text":
+        data = _load_text(config)
+        return data, data.x_train, data.y_train
     data = datasets.load(data_cfg.name, seed=config.seed,
                          val_fraction=data_cfg.get("val_fraction", 0.15),
                          test_fraction=data_cfg.get("test_fraction", 0.2),
@@ -213,9 +300,16 @@ def _prepare_workdir(workdir: Path, config: ml_collections.ConfigDict) -> bool:
         ignore = {"checkpoint.resume", "writers", "plot", "profile.steps", "peak_flops",
                   "mesh.population", "mesh.data", "mesh.fsdp", "mesh.tensor", "strategy",
                   "sharding.data_placement"}
+        as_saved = lambda v: json.dumps(config_lib.config_to_dict(
+            ml_collections.ConfigDict({"v": v}))["v"])
+        # A key added to the kit after the run was saved is unchanged at its default.
+        from jaxdl.default_config import get_config
+
+        defaults = config_lib.flatten(get_config())
         changed = sorted(k for k in set(before) | set(now) if k not in ignore and
-                         json.dumps(before.get(k)) != json.dumps(config_lib.config_to_dict(
-                             ml_collections.ConfigDict({"v": now.get(k)}))["v"]))
+                         json.dumps(before.get(k)) != as_saved(now.get(k)) and not (
+                             k not in before and k in defaults
+                             and as_saved(defaults[k]) == as_saved(now.get(k))))
         if changed:
             raise errors.input_error(
                 "--config", f"the config of the run in {workdir} (to resume it)",
@@ -278,6 +372,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
                                      f"{32 if key == 'batch_size' else 10}")
     with config_errors():
         data, x_train, y_train = _load_data(config, quiet)
+        sample_x, sample_y = (x_train[np.arange(1)]["x"], x_train[np.arange(1)]["y"]) \
+            if y_train is None else (x_train[:1], y_train[:1])
         steps_per_epoch = arrays.steps_per_epoch(len(x_train), config.batch_size)
         trainer = build_trainer(config, steps_per_epoch)
     resuming = _prepare_workdir(workdir, config)
@@ -285,16 +381,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
         # Placement, per-device bytes and the compiled step's memory, before allocating.
         from jaxdl.parallel.report import preflight
 
-        report = preflight(trainer, x_train[:1], config.batch_size, sample_y=y_train[:1],
-                           data_bytes=x_train.nbytes + y_train.nbytes + data.x_val.nbytes
+        train_bytes = (sum(a.nbytes for a in x_train.arrays.values()) if y_train is None
+                       else x_train.nbytes + y_train.nbytes)
+        report = preflight(trainer, sample_x, config.batch_size, sample_y=sample_y,
+                           data_bytes=0 if y_train is None else train_bytes + data.x_val.nbytes
                            + data.y_val.nbytes)
         print(report.render(), file=sys.stderr)
     members = population_settings(config)
     if members is None:
-        state = trainer.init(jax.random.key(config.seed), x_train[:1])
+        state = trainer.init(jax.random.key(config.seed), sample_x)
     else:
         with config_errors():
-            state = trainer.init(config.seed, x_train[:1], population=members["size"],
+            state = trainer.init(config.seed, sample_x, population=members["size"],
                                  hparams=members["hparams"], seeds=members["seeds"])
 
     jsonl = writers.JsonlWriter(workdir / "metrics.jsonl")  # always: resume and plot read it
@@ -314,7 +412,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
         callbacks.append(writers.ConsoleLogger())
     ckpt_cfg = config.get("checkpoint", ml_collections.ConfigDict())
     meta = {"config": config_lib.config_to_dict(config),
-            "num_features": list(x_train.shape[1:]), "input_dtype": str(x_train.dtype),
+            "num_features": list(sample_x.shape[1:]), "input_dtype": str(sample_x.dtype),
             "scaler": data.scaler.to_dict() if data.scaler is not None else None}
     validation = (data.x_val, data.y_val) if len(data.x_val) else None
     checkpointer = checkpoint.Checkpointer(
@@ -342,8 +440,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
     results = trainer.evaluate(state, data.x_test, data.y_test, batch_size=config.batch_size)
     epochs_run = len(next(iter(history.values()), []))
     step = loop.host_step(state)
-    batch = {"x": jax.ShapeDtypeStruct((config.batch_size, *x_train.shape[1:]), x_train.dtype),
-             "y": jax.ShapeDtypeStruct((config.batch_size, *y_train.shape[1:]), y_train.dtype),
+    batch = {"x": jax.ShapeDtypeStruct((config.batch_size, *sample_x.shape[1:]), sample_x.dtype),
+             "y": jax.ShapeDtypeStruct((config.batch_size, *sample_y.shape[1:]), sample_y.dtype),
              "mask": jax.ShapeDtypeStruct((config.batch_size,), np.float32)}
     programs = trainer.programs_for(state, config.seed if members is None
                                     else members["data_seed"])

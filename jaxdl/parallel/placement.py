@@ -140,10 +140,13 @@ class Placement:
         and ``jax.make_array_from_process_local_data`` assembles the global arrays.
         """
         rows = self.local_rows(batch_size)
+        return self.feed_local({key: value[idx[:, :, rows]] for key, value in arrays.items()},
+                               batch_size)
+
+    def feed_local(self, local: dict[str, Any], batch_size: int) -> dict[str, jax.Array]:
+        """Global [E, S, B, ...] arrays from this process's rows [E, S, local rows, ...]
+        (:meth:`local_rows`; e.g. what a :class:`jaxdl.data.Pipeline` read)."""
         sharding = NamedSharding(self.mesh, PartitionSpec(None, None, BATCH_AXES))
-        out = {}
-        for key, value in arrays.items():
-            local = value[idx[:, :, rows]]
-            out[key] = jax.make_array_from_process_local_data(
-                sharding, local, (*idx.shape, *value.shape[1:]))
-        return out
+        return {key: jax.make_array_from_process_local_data(
+            sharding, value, (*value.shape[:2], batch_size, *value.shape[3:]))
+            for key, value in local.items()}
