@@ -70,3 +70,40 @@ def test_records_errors_are_clear(blobs, records, binary_trainer):
         binary_trainer.fit(state, records, y, epochs=1, verbose=0)
     with pytest.raises(errors.InputError, match="argument 'validation_split'"):
         binary_trainer.fit(state, records, None, epochs=1, validation_split=0.2, verbose=0)
+
+
+def test_a_config_run_streams_prepared_records_like_memory(tmp_path):
+    from jaxdl import run
+    from jaxdl.data.prepare import prepare_dataset
+    from jaxdl.default_config import get_config
+
+    prepare_dataset("breast_cancer", tmp_path / "records", seed=0)
+    results = {}
+    for pipeline in ("grain", "memory"):
+        config = get_config()
+        config.epochs = 3
+        config.data.records = str(tmp_path / "records")
+        config.data.pipeline = pipeline
+        results[pipeline] = run.train_and_evaluate(config, tmp_path / pipeline, quiet=True)
+    assert results["grain"] == pytest.approx(results["memory"], rel=1e-6)
+    config.data.pipeline = "disk"
+    with pytest.raises(errors.InputError, match="--config.data.pipeline"):
+        run.train_and_evaluate(config, tmp_path / "bad", quiet=True)
+
+
+def test_a_run_saved_before_a_config_key_existed_resumes(tmp_path):
+    import json
+
+    from jaxdl import run
+    from jaxdl.default_config import get_config
+
+    config = get_config()
+    config.epochs = 2
+    run.train_and_evaluate(config, tmp_path, quiet=True)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    del saved["population"], saved["precision"]  # as an older kit wrote it
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    run.train_and_evaluate(config, tmp_path, quiet=True)
+    config.population.size = 2
+    with pytest.raises(errors.InputError, match=r"population.size \(0 -> 2\)"):
+        run.train_and_evaluate(config, tmp_path, quiet=True)
