@@ -137,6 +137,25 @@ def build_parser() -> argparse.ArgumentParser:
                           help="which split of the run's data (default: test)")
     evaluate.set_defaults(func=_cmd_evaluate, command_parser=evaluate)
 
+    sample = commands.add_parser(
+        "sample",
+        help="generate text with a trained language model",
+        description="Continue a prompt with a run's language model (byte tokens, e.g. "
+        "experiments/charlm.py); prints the prompt and the generated text.",
+    )
+    sample.add_argument("--workdir", metavar="DIR", required=True, help="a run folder")
+    sample.add_argument("--prompt", default="def ", help="the text to continue (default 'def ')")
+    sample.add_argument("--length", metavar="N", type=_positive_int, default=200,
+                        help="bytes to generate (default 200)")
+    sample.add_argument("--temperature", metavar="T", type=float, default=0.8,
+                        help="softmax temperature, 0 for greedy (default 0.8)")
+    sample.add_argument("--top-k", metavar="K", type=int, default=0,
+                        help="sample among the K most likely bytes (default: all)")
+    sample.add_argument("--seed", type=int, default=0, help="the sampling seed")
+    sample.add_argument("--member", metavar="I", type=int,
+                        help="a population run: the member to sample from (default: the best)")
+    sample.set_defaults(func=_cmd_sample, command_parser=sample)
+
     explain = commands.add_parser(
         "explain",
         help="feature attributions of a trained run",
@@ -213,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--debug", action="store_true",
                          help="show the traceback of an error too")
     prepare.set_defaults(func=_cmd_data_prepare, command_parser=prepare)
-    for sub in (train, predict, evaluate, explain, plot, summary):
+    for sub in (train, predict, evaluate, sample, explain, plot, summary):
         sub.add_argument("--debug", action="store_true",
                          help="show the traceback of an error too")
     return parser
@@ -418,6 +437,20 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     results = run.evaluate_from_workdir(workdir.absolute(), args.split)
     print(json.dumps({"split": args.split, **results}))
+    return 0
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    """`jaxdl sample`: text from a run's language model."""
+    workdir = _run_folder(args.workdir)
+    from jaxdl.compilation_cache import enable_compilation_cache
+
+    enable_compilation_cache()
+    from jaxdl import run
+
+    print(run.sample_from_workdir(workdir.absolute(), args.prompt, num_tokens=args.length,
+                                  temperature=args.temperature, top_k=args.top_k,
+                                  seed=args.seed, member=args.member))
     return 0
 
 

@@ -193,8 +193,8 @@ class Best(NamedTuple):
 
 
 def best(state: TrainState, history: Mapping[str, Any], metric: str = "val_loss",
-         mode: str = "auto") -> Best:
-    """The member with the best ``metric``, judged by its best epoch.
+         mode: str = "auto", judge: str = "last") -> Best:
+    """The member with the best ``metric``.
 
     Args:
       state: a population state (as ``fit`` returned it).
@@ -202,6 +202,9 @@ def best(state: TrainState, history: Mapping[str, Any], metric: str = "val_loss"
         stopped).
       metric: a history key, e.g. "val_loss" or "val_accuracy".
       mode: "min", "max" or "auto" (max for accuracy-like names).
+      judge: "last": each member's last finite value — what its returned state scored
+        (an early-stopped member's value where it stopped); "best": its best epoch's
+        (the returned state's with ``EarlyStopping(restore_best_weights=True)``).
     """
     if metric not in history:
         raise errors.input_error("metric", f"a key of the history {sorted(history)}",
@@ -215,8 +218,15 @@ def best(state: TrainState, history: Mapping[str, Any], metric: str = "val_loss"
     mode = metric_mode(metric) if mode == "auto" else mode
     if mode not in ("min", "max"):
         raise errors.input_error("mode", "'min', 'max' or 'auto'", repr(mode), "pass mode='min'")
+    if judge not in ("last", "best"):
+        raise errors.input_error("judge", "'last' or 'best'", repr(judge), "pass judge='last'")
     sign = 1.0 if mode == "min" else -1.0
-    scores = np.where(np.isfinite(values), sign * values, np.inf).min(axis=0)
+    finite = np.isfinite(values)
+    if judge == "best":
+        scores = np.where(finite, sign * values, np.inf).min(axis=0)
+    else:
+        last = values.shape[0] - 1 - np.argmax(finite[::-1], axis=0)  # last finite epoch
+        scores = np.where(finite.any(axis=0), sign * values[last, np.arange(n)], np.inf)
     if not np.isfinite(scores).any():
         raise errors.NonFiniteError(f"every member's {metric} is non-finite: no member to "
                                     "pick. Fix: lower the learning rates of the sweep.")

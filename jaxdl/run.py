@@ -453,7 +453,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
         jsonl.write({"step": step, "epoch": epochs_run, "split": "test", **results})
         tests = [(None, results)]
     else:
-        tests = _population_summary(jsonl, state, history, results, validation is not None,
+        tests = _population_summary(config, jsonl, state, history, results,
+                                    validation is not None,
                                     step, epochs_run, quiet)
     if tensorboard is not None:
         for member, values in tests:
@@ -472,7 +473,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
     return results
 
 
-def _population_summary(jsonl: Any, state: Any, history: dict[str, Any],
+def _population_summary(config: ml_collections.ConfigDict, jsonl: Any, state: Any,
+                        history: dict[str, Any],
                         results: dict[str, Any], validated: bool, step: int, epoch: int,
                         quiet: bool) -> list[tuple[int, dict[str, float]]]:
     """One test line per member (with its hyper-parameters), then the best member's line."""
@@ -486,7 +488,9 @@ def _population_summary(jsonl: Any, state: Any, history: dict[str, Any],
         jsonl.write({"step": step, "epoch": epoch, "split": "test", "member": i, **values,
                      "hparams": {k: float(v[i]) for k, v in hparams.items()}})
     metric = "val_loss" if validated else "loss"
-    best = population.best(state, history, metric=metric)
+    stop = config.get("early_stopping", {})
+    restored = stop.get("enabled", False) and stop.get("restore_best", True)
+    best = population.best(state, history, metric=metric, judge="best" if restored else "last")
     line = {"step": step, "epoch": epoch, "split": "best", "member": best.index,
             "metric": metric, "value": best.value, "hparams": best.hparams,
             **{f"test_{k}": v for k, v in tests[best.index][1].items()}}
@@ -606,6 +610,31 @@ def predict_from_workdir(workdir: str | Path, input_path: str | Path,
     else:
         np.savetxt(output_path, flat, delimiter=",", fmt="%.8g")
     return predictions
+
+
+def sample_from_workdir(workdir: str | Path, prompt: str, *, num_tokens: int = 200,
+                        temperature: float = 0.8, top_k: int = 0, seed: int = 0,
+                        member: int | None = None) -> str:
+    """The prompt continued by a run's language model (see :mod:`jaxdl.sample`)."""
+    from jaxdl import population, sample
+
+    config, trainer, state, meta = restore_from_workdir(workdir)
+    if meta.get("input_dtype", "float32").startswith("float"):
+        raise errors.input_error("--workdir", "a language-model run (integer token inputs, "
+                                 "e.g. experiments/charlm.py)",
+                                 f"{workdir}, trained on {meta.get('input_dtype')} features",
+                                 "sample from a run of a token model; use `jaxdl predict` here")
+    if population.size(state) is not None:
+        if member is None:
+            lines = (Path(workdir) / "metrics.jsonl").read_text().splitlines()
+            best = [json.loads(line) for line in lines if '"best"' in line]
+            member = best[-1]["member"] if best else 0
+        state = population.member(state, member)
+    with config_errors():
+        tokens = sample.generate(trainer, state, prompt, num_tokens=num_tokens,
+                                 temperature=temperature, top_k=top_k, seed=seed,
+                                 context=config.data.get("seq_len", None))
+    return sample.decode(tokens)
 
 
 def evaluate_from_workdir(workdir: str | Path, split: str = "test") -> dict[str, float]:

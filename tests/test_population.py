@@ -84,11 +84,17 @@ def test_best_picks_the_member_with_the_best_epoch(swept):
     state, history = swept
     best = population.best(state, history, metric="val_loss")
     values = np.asarray(history["val_loss"])
-    assert best.index == int(np.argmin(values.min(axis=0)))
-    assert best.value == pytest.approx(values.min())
+    assert best.index == int(np.argmin(values[-1])) and best.value == values[-1].min()
+    by_epoch = population.best(state, history, metric="val_loss", judge="best")
+    assert by_epoch.index == int(np.argmin(values.min(axis=0)))
+    assert by_epoch.value == pytest.approx(values.min())
+    stopped = np.array(values)
+    stopped[2:, best.index] = np.nan  # a member that stopped after epoch 2 is judged there
+    assert population.best(state, {"val_loss": stopped}).value in (
+        values[1, best.index], values[-1][np.arange(3) != best.index].min())
     assert best.hparams["learning_rate"] == pytest.approx(LRS[best.index])
     assert _max_diff(best.state.params, population.member(state, best.index).params) == 0
-    by_accuracy = population.best(state, history, metric="val_accuracy")
+    by_accuracy = population.best(state, history, metric="val_accuracy", judge="best")
     assert by_accuracy.value == pytest.approx(np.asarray(history["val_accuracy"]).max())
     with pytest.raises(errors.InputError, match="a key of the history"):
         population.best(state, history, metric="val_auc")
