@@ -262,7 +262,8 @@ def vmap_train_step(train_step: Any, member_data: bool = False) -> Any:
     def step(state, batch, active=None):
         new, stats = jax.vmap(train_step, in_axes=(0, batch_axes))(state, batch)
         if active is not None:
-            new = select(active, new, state)
+            # Selecting every leaf costs a quarter of a small model's step: only when needed.
+            new = jax.lax.cond(jnp.all(active), lambda: new, lambda: select(active, new, state))
         return new, stats
 
     return step
