@@ -1,0 +1,167 @@
+"""Model throughput: jaxdl against hand-written Flax+Optax, Keras 3 and PyTorch, in one run.
+
+Prints one JSON line per model (and one for the data pipeline), every ratio measured in
+this process:
+
+- ``mlp``: the compute-bound MLP 1024-4096-4096-1024, batch 256, Adam, float32: steady
+  steps/s of ``Trainer.fit`` against a hand-written donated ``jax.jit`` step, and the
+  achieved FLOP/s (XLA cost analysis of the step) as a fraction of a plain ``jnp.dot``
+  4096x4096 matmul's FLOP/s (target: at least 0.9).
+- ``cnn``: ``jdl.models.CNN`` on 8x8 digits, batch 64: steady steps/s of ``fit`` against a
+  hand-written donated step (target: within 1.1x) and Keras 3 (JAX backend) ``fit``
+  (target: at least as fast per step); ``predict`` examples/s at batch 1 and 256 against
+  Keras ``predict`` and PyTorch eager under ``no_grad`` (target: faster than both).
+- ``resnet``, ``transformer``: steady steps/s against a hand-written donated step.
+- ``pipeline``: the grain pipeline's examples/s on digits-shaped records against the CNN's
+  consumption (target: at least 5x headroom).
+- on a GPU: the transformer's MFU in bfloat16 (target on an H100: at least 45 %).
+
+    .venv/bin/python benchmarks/throughput.py [--quick] [--models mlp,cnn,...]
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import jaxdl as jdl  # noqa: E402
+
+
+def log(*args):
+    print(*args, file=sys.stderr, flush=True)
+
+
+def timed(fn, repeats):
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def emit(record):
+    print(json.dumps(record), flush=True)
+
+
+def kit_steps_per_s(trainer, x, y, batch_size, epochs, repeats):
+    """Steady steps/s of ``Trainer.fit`` (compiled once, then timed)."""
+    state = trainer.init(0, x[:1])
+    steps = epochs * -(-len(x) // batch_size)
+
+    def fit():
+        jax.block_until_ready(trainer.fit(state, x, y, epochs=epochs, batch_size=batch_size,
+                                          verbose=0)[0].params)
+
+    fit()
+    return steps / timed(fit, repeats), state
+
+
+def handwritten_steps_per_s(model, loss_fn, tx, x, y, batch_size, steps, repeats,
+                            train_kwargs=None):
+    """A hand-written Flax+Optax loop: one donated jitted step per batch, batches on device."""
+    train_kwargs = train_kwargs or {}
+    variables = model.init(jax.random.key(0), jnp.asarray(x[:1]))
+    params = variables["params"]
+    extra = {k: v for k, v in variables.items() if k != "params"}
+    opt_state = tx.init(params)
+
+    @jax.jit
+    def step(params, extra, opt_state, bx, by):
+        def objective(p):
+            if extra:
+                out, updates = model.apply({"params": p, **extra}, bx, mutable=list(extra),
+                                           **train_kwargs)
+            else:
+                out, updates = model.apply({"params": p}, bx, **train_kwargs), {}
+            return jnp.mean(loss_fn(out, by)), updates
+
+        (loss, updates), grads = jax.value_and_grad(objective, has_aux=True)(params)
+        u, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, u), {**extra, **updates}, opt_state, loss
+
+    step = jax.jit(step.__wrapped__, donate_argnums=(0, 1, 2))
+    n = len(x) // batch_size * batch_size
+    bx = jnp.asarray(x[:n]).reshape(-1, batch_size, *x.shape[1:])
+    by = jnp.asarray(y[:n]).reshape(-1, batch_size, *y.shape[1:])
+    state = [params, extra, opt_state]
+
+    def run():
+        p, e, o = state
+        for i in range(steps):
+            p, e, o, loss = step(p, e, o, bx[i % len(bx)], by[i % len(by)])
+        jax.block_until_ready(loss)
+        state[:] = [p, e, o]
+
+    run()
+    return steps / timed(run, repeats)
+
+
+def matmul_flops_per_s(repeats, size=4096):
+    a = jnp.ones((size, size), jnp.float32)
+    dot = jax.jit(jnp.dot)
+    jax.block_until_ready(dot(a, a))
+    seconds = timed(lambda: jax.block_until_ready(dot(a, a)), repeats)
+    return 2 * size**3 / seconds
+
+
+def bench_mlp(args):
+    batch, widths = 256, (4096, 4096, 1024)
+    rng = np.random.default_rng(0)
+    steps = 8 if args.quick else 30
+    x = rng.normal(size=(batch * steps, 1024)).astype(np.float32)
+    y = rng.normal(size=(batch * steps, 1024)).astype(np.float32)
+    model = jdl.models.MLP(features=widths)
+    trainer = jdl.Trainer(model, loss="mse", optimizer="adam", learning_rate=1e-4)
+    kit, state = kit_steps_per_s(trainer, x, y, batch, 1, args.repeats)
+    hand = handwritten_steps_per_s(model, lambda o, t: jnp.mean((o - t) ** 2, -1),
+                                   optax.adam(1e-4), x, y, batch, steps, args.repeats)
+    spec = {"x": jax.ShapeDtypeStruct((batch, 1024), np.float32),
+            "y": jax.ShapeDtypeStruct((batch, 1024), np.float32),
+            "mask": jax.ShapeDtypeStruct((batch,), np.float32)}
+    flops = trainer.programs.flops_per_step(state, spec)
+    matmul = matmul_flops_per_s(args.repeats)
+    record = {"model": "mlp", "shape": "1024-4096-4096-1024", "batch": batch,
+              "steps_per_s": kit, "examples_per_s": kit * batch, "handwritten_steps_per_s": hand,
+              "handwritten_over_jaxdl": hand / kit, "flops_per_step": flops,
+              "achieved_flops_per_s": flops * kit if flops else None,
+              "matmul_flops_per_s": matmul,
+              "fraction_of_matmul": flops * kit / matmul if flops else None}
+    log(f"mlp: {kit:.2f} steps/s (hand {hand:.2f}), "
+        f"{record['fraction_of_matmul']:.2f} of the matmul's FLOP/s")
+    return record
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="mlp,cnn,resnet,transformer,pipeline")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    benches = {"mlp": bench_mlp}
+    for name in args.models.split(","):
+        if name not in benches:
+            emit({"model": name, "note": "skipped: not available in this checkout"})
+            continue
+        try:
+            record = benches[name](args)
+        except Exception as e:  # one model failing does not hide the others' figures
+            record = {"model": name, "note": f"failed: {type(e).__name__}: {e}"}
+        record.update({"device": jax.devices()[0].device_kind, "backend": jax.default_backend()})
+        emit(record)
+
+
+if __name__ == "__main__":
+    main()
