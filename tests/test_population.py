@@ -284,3 +284,26 @@ def test_a_population_run_from_the_config(tmp_path):
     assert plot.read_run(tmp_path).best == best[0]["member"]
     assert plot.main_plot([str(tmp_path)], str(tmp_path / "curves.png"), None) == 0
     assert (tmp_path / "curves_sweep.png").stat().st_size > 1000
+
+
+def test_writers_give_every_member_its_own_record(trainer, blobs, tmp_path):
+    import io
+
+    from jaxdl import event_writers, writers
+
+    x, y = blobs
+    state = trainer.init(0, x[:1], population=2)
+    console = io.StringIO()
+    trainer.fit(state, x, y, epochs=2, batch_size=50, verbose=0, callbacks=[
+        writers.JsonlWriter(tmp_path / "m.jsonl"), event_writers.CsvWriter(tmp_path / "m.csv"),
+        event_writers.TensorBoardWriter(tmp_path / "tb"),
+        writers.ConsoleLogger(stream=console, live=False)])
+    lines = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["member"]) for r in lines] == [(1, 0), (1, 1), (2, 0), (2, 1)]
+    rows = (tmp_path / "m.csv").read_text().splitlines()
+    assert rows[0].startswith("epoch,step,member,loss") and len(rows) == 5
+    assert sorted(p.name for p in (tmp_path / "tb").iterdir()) == ["member_0", "member_1"]
+    text = console.getvalue()
+    assert "2/2 members" in text and "(median " in text
+    logs = {"loss": np.array([0.5, np.nan, 0.25])}
+    assert writers.format_logs(logs) == "loss 0.2500..0.5000 (median 0.3750)"
