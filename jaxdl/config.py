@@ -358,6 +358,40 @@ def _unknown_key(key: str, config: ml_collections.ConfigDict, parent: str) -> Ex
     )
 
 
+# Groups whose keys the user chooses (not a schema): a whole mapping can be given as a
+# dict literal, and any key inside can be added.
+FREE_FORM_GROUPS = ("population.hparams",)
+
+
+def _set_free_form(new: ml_collections.ConfigDict, group: str, rest: list[str], text: str,
+                   key: str) -> None:
+    node = new
+    for part in group.split(".")[:-1]:
+        node = node[part]
+    name = group.split(".")[-1]
+    value = parse_value(text)
+    if not rest:
+        if not isinstance(value, dict):
+            raise input_error(f"--config.{key}", "a dict literal, e.g. \"{'learning_rate': "
+                              "[0.001, 0.01]}\"", describe(text),
+                              f"or set one entry: --config.{group}.learning_rate=[0.001, 0.01]")
+        node[name] = ml_collections.ConfigDict(value)
+        return
+    if len(rest) != 1:
+        raise input_error(f"--config.{key}", f"one key inside {group}", describe(key),
+                          f"use --config.{group}.NAME=VALUE")
+    node[name][rest[0]] = ml_collections.ConfigDict(value) if isinstance(value, dict) else value
+
+
+def _has_group(config: ml_collections.ConfigDict, group: str) -> bool:
+    node: Any = config
+    for part in group.split("."):
+        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+            return False
+        node = node[part]
+    return isinstance(node, ml_collections.ConfigDict)
+
+
 def apply_overrides(
     config: ml_collections.ConfigDict, overrides: Mapping[str, str]
 ) -> ml_collections.ConfigDict:
@@ -387,6 +421,10 @@ def apply_overrides(
     new = copy.deepcopy(config)
     for key, text in overrides.items():
         parts = key.split(".")
+        group = next((g for g in FREE_FORM_GROUPS if key == g or key.startswith(g + ".")), None)
+        if group is not None and _has_group(new, group):
+            _set_free_form(new, group, parts[len(group.split(".")):], text, key)
+            continue
         node = new
         for depth, part in enumerate(parts):
             parent = ".".join(parts[:depth])

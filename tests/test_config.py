@@ -264,3 +264,20 @@ def test_config_to_dict_is_json_safe(base):
     assert data["metrics"] == ["accuracy"]
     assert data["extra"]["scale"] == 0.5 and type(data["extra"]["scale"]) is float
     assert json.loads(json.dumps(data)) == data
+
+
+def test_population_hparams_is_a_free_form_group():
+    from jaxdl import config as config_lib
+    from jaxdl.default_config import get_config
+
+    base = get_config()
+    one = config_lib.apply_overrides(base, {
+        "population.hparams.learning_rate": "{'log_grid': [1e-3, 1e-1]}",
+        "population.hparams.b1": "[0.8, 0.9]"})
+    assert one.population.hparams.learning_rate.log_grid == [1e-3, 1e-1]
+    assert one.population.hparams.b1 == [0.8, 0.9]
+    whole = config_lib.apply_overrides(
+        base, {"population.hparams": "{'weight_decay': [0.0, 1e-4]}"})
+    assert whole.population.hparams.to_dict() == {"weight_decay": [0.0, 1e-4]}
+    with pytest.raises(InputError, match="a dict literal"):
+        config_lib.apply_overrides(base, {"population.hparams": "[1, 2]"})
