@@ -20,10 +20,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.seed = 0
     # records: a folder from `jaxdl data prepare --out DIR` (DIR/train, val, test) read
     # instead of `name`; pipeline: "memory" (read it in), "grain" (stream the training
-    # split from disk) or "auto" (stream when it is over 2 GiB).
+    # split from disk) or "auto" (stream when it is over 2 GiB). images: digits as
+    # [8, 8, 1] pixels in [0, 1] (for CNNs) instead of 64 standardized columns.
     c.data = ml_collections.ConfigDict(dict(
         name="breast_cancer", val_fraction=0.15, test_fraction=0.2, standardize=True,
-        clean=True, records="", pipeline="auto"))
+        clean=True, records="", pipeline="auto", images=False))
     c.model = ml_collections.ConfigDict(dict(
         name="mlp", features=(10, 10, 1), activation="relu", dropout_rate=0.0))
     c.loss = "binary_crossentropy"
@@ -31,6 +32,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.optimizer = ml_collections.ConfigDict(dict(
         name="adam", learning_rate=3e-3, schedule="constant", warmup_steps=0, decay_steps=0,
         decay_rate=0.1, weight_decay=0.0, l2=0.0, clip_norm=0.0))
+    # On-device augmentation in every training step (0 / False: off). Images only:
+    # crop_padding (random shift by up to that many pixels), flip (left-right).
+    c.augment = ml_collections.ConfigDict(dict(
+        crop_padding=0, crop_mode="constant", flip=False, noise_std=0.0, feature_dropout=0.0,
+        mixup_alpha=0.0))
     c.epochs = 30
     c.batch_size = 32
     c.shuffle = True

@@ -59,6 +59,9 @@ CONFIG_KEYS = {
     "mesh.population": "mesh.population", "population": "population.size",
     "hparams": "population.hparams", "seeds": "population.seeds",
     "sharding.rules": "sharding.rules", "data placement": "sharding.data_placement",
+    "padding": "augment.crop_padding", "stddev": "augment.noise_std",
+    "rate": "augment.feature_dropout", "alpha": "augment.mixup_alpha",
+    "mode": "augment.crop_mode",
     "precision": "precision", "grad_accum_steps": "grad_accum_steps",
 }
 
@@ -140,7 +143,31 @@ def build_trainer(config: ml_collections.ConfigDict, steps_per_epoch: int):
                    logical_rules=logical_rules, strategy=strategy,
                    data_placement=sharding.get("data_placement", "auto"),
                    precision=config.get("precision", "float32"),
-                   grad_accum_steps=config.get("grad_accum_steps", 1))
+                   grad_accum_steps=config.get("grad_accum_steps", 1),
+                   augment=_augment(config))
+
+
+def _augment(config: ml_collections.ConfigDict):
+    """The on-device augmentation the config's ``augment`` group asks for, or None."""
+    from jaxdl.data import augment
+
+    spec = config.get("augment")
+    if spec is None:
+        return None
+    parts = []
+    with config_errors():
+        if spec.get("crop_padding", 0):
+            parts.append(augment.random_crop(spec.crop_padding, spec.get("crop_mode",
+                                                                         "constant")))
+        if spec.get("flip", False):
+            parts.append(augment.random_flip())
+        if spec.get("noise_std", 0.0):
+            parts.append(augment.gaussian_noise(spec.noise_std))
+        if spec.get("feature_dropout", 0.0):
+            parts.append(augment.feature_dropout(spec.feature_dropout))
+        if spec.get("mixup_alpha", 0.0):
+            parts.append(augment.mixup(spec.mixup_alpha))
+    return augment.compose(*parts) if parts else None
 
 
 def _callbacks(config: ml_collections.ConfigDict) -> list:
@@ -251,7 +278,8 @@ def _load_data(config: ml_collections.ConfigDict, quiet: bool = True):
     data = datasets.load(data_cfg.name, seed=config.seed,
                          val_fraction=data_cfg.get("val_fraction", 0.15),
                          test_fraction=data_cfg.get("test_fraction", 0.2),
-                         standardize=data_cfg.get("standardize", True))
+                         standardize=data_cfg.get("standardize", True),
+                         images=data_cfg.get("images", False))
     x_train, y_train = data.x_train, data.y_train
     if data_cfg.get("clean", True):
         x_train, y_train, report = transforms.clean(x_train, y_train)

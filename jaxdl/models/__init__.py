@@ -10,9 +10,11 @@ from typing import Any
 
 import flax.linen as nn
 
+from jaxdl.models.cnn import CNN
 from jaxdl.models.mlp import ACTIVATIONS, MLP
+from jaxdl.models.resnet import ResNet
 
-MODELS: dict[str, type[nn.Module]] = {"mlp": MLP}
+MODELS: dict[str, type[nn.Module]] = {"mlp": MLP, "cnn": CNN, "resnet": ResNet}
 
 
 def get(name: str, **kwargs: Any) -> nn.Module:
@@ -28,4 +30,4 @@ def get(name: str, **kwargs: Any) -> nn.Module:
                                  repr(kwargs), f"check the field names ({e})") from None
 
 
-__all__ = ["ACTIVATIONS", "MLP", "MODELS", "get"]
+__all__ = ["ACTIVATIONS", "CNN", "MLP", "MODELS", "ResNet", "get"]

@@ -1,0 +1,100 @@
+"""The model zoo's image models (CNN, ResNet with BatchNorm) and NNX modules via the bridge."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import jaxdl as jdl
+from jaxdl import errors
+
+
+@pytest.fixture(scope="module")
+def digits():
+    data = jdl.data.load("digits", seed=0, images=True)
+    return data.x_train[:256], data.y_train[:256]
+
+
+@pytest.mark.parametrize("shape, input_shape", [((3, 8, 8, 1), None), ((3, 8, 8), None),
+                                                ((3, 64), (8, 8, 1))])
+def test_cnn_takes_images_or_flat_rows(shape, input_shape):
+    model = jdl.models.CNN(features=(4, 8), dense=(16,), input_shape=input_shape)
+    x = jnp.ones(shape)
+    variables = model.init(jax.random.key(0), x)
+    out = model.apply(variables, x)
+    assert out.shape == (3, 10) and out.dtype == jnp.float32
+
+
+def test_bfloat16_compute_keeps_float32_parameters_and_outputs():
+    for model in (jdl.models.CNN(features=(4,), dense=(), dtype=jnp.bfloat16),
+                  jdl.models.ResNet(stage_sizes=(1,), widths=(4,), stem_width=4,
+                                    dtype=jnp.bfloat16)):
+        x = jnp.ones((2, 8, 8, 1))
+        variables = model.init(jax.random.key(0), x)
+        assert {a.dtype for a in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
+        out = model.apply(variables, x)
+        assert out.dtype == jnp.float32
+
+
+def test_bad_image_shapes_are_clear():
+    with pytest.raises(errors.InputError, match="input_shape"):
+        jdl.models.CNN().init(jax.random.key(0), jnp.ones((2, 64)))
+    with pytest.raises(errors.InputError, match="argument 'widths'"):
+        jdl.models.ResNet(stage_sizes=(1, 1), widths=(4,)).init(jax.random.key(0),
+                                                                jnp.ones((1, 8, 8, 1)))
+
+
+def test_resnet_batch_statistics_train_vs_eval():
+    model = jdl.models.ResNet(stage_sizes=(1, 1), widths=(4, 8), stem_width=4)
+    x = jax.random.normal(jax.random.key(1), (6, 8, 8, 1)) * 3 + 1
+    variables = model.init(jax.random.key(0), x)
+    stats = variables["batch_stats"]
+    train_out, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
+    moved = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), stats,
+                         updates["batch_stats"])
+    assert max(jax.tree.leaves(moved)) > 1e-3  # training updates the running statistics
+    eval_out = model.apply(variables, x)  # eval: running averages, nothing mutable needed
+    assert not np.allclose(train_out, eval_out, atol=1e-4)
+    # Eval mode is per-example: a row's output does not depend on the rest of the batch.
+    np.testing.assert_allclose(model.apply(variables, x[:2]), eval_out[:2], atol=1e-5)
+
+
+def test_a_few_steps_lower_the_loss(digits):
+    x, y = digits
+    for model in (jdl.models.CNN(features=(8, 16), dense=(32,)),
+                  jdl.models.ResNet(stage_sizes=(1, 1), widths=(8, 16), stem_width=8)):
+        trainer = jdl.Trainer(model, loss="sparse_categorical_crossentropy",
+                              metrics=["accuracy"], learning_rate=1e-2)
+        state = trainer.init(0, x[:1])
+        before = trainer.evaluate(state, x, y, batch_size=64)["loss"]
+        state, history = trainer.fit(state, x, y, epochs=6, batch_size=64, verbose=0)
+        assert history["loss"][-1] < 0.8 * history["loss"][0]
+        assert trainer.evaluate(state, x, y, batch_size=64)["loss"] < before
+        if isinstance(model, jdl.models.ResNet):  # the step threads the batch statistics
+            assert set(state.model_state) == {"batch_stats"}
+            means = [a for path, a in jax.tree_util.tree_flatten_with_path(
+                state.model_state)[0] if "mean" in jax.tree_util.keystr(path)]
+            assert any(float(jnp.max(jnp.abs(m))) > 0 for m in means)
+
+
+class _NnxNet(nnx.Module):
+    def __init__(self, din: int, dout: int, *, rngs: nnx.Rngs):
+        self.hidden = nnx.Linear(din, 16, rngs=rngs)
+        self.out = nnx.Linear(16, dout, rngs=rngs)
+
+    def __call__(self, x):
+        return self.out(nnx.relu(self.hidden(x)))
+
+
+def test_an_nnx_module_trains_through_the_bridge(blobs):
+    x, y = blobs
+    trainer = jdl.Trainer(nnx.bridge.to_linen(_NnxNet, 8, 1), loss="binary_crossentropy",
+                          metrics=["accuracy"], learning_rate=0.05)
+    state = trainer.init(0, x[:1])
+    assert state.params["hidden"]["kernel"].shape == (8, 16)
+    state, history = trainer.fit(state, x, y, epochs=4, batch_size=20, verbose=0)
+    assert history["loss"][-1] < 0.5 * history["loss"][0]
+    assert trainer.predict(state, x[:3]).shape == (3, 1)
+    with pytest.raises(errors.InputTypeError, match="nnx.bridge.to_linen"):
+        jdl.Trainer(_NnxNet(8, 1, rngs=nnx.Rngs(0)), loss="binary_crossentropy")
