@@ -24,6 +24,7 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -144,20 +145,167 @@ def bench_mlp(args):
     return record
 
 
+DIGITS_CNN = dict(features=(64, 128), dense=(256,), num_outputs=10)  # experiments/digits_cnn
+
+
+def digits(n=None):
+    data = jdl.data.load("digits", seed=0, images=True)
+    x, y = data.x_train, data.y_train
+    return (x, y) if n is None else (np.resize(x, (n, *x.shape[1:])), np.resize(y, n))
+
+
+def keras_cnn():
+    import keras
+
+    model = keras.Sequential([
+        keras.Input((8, 8, 1)),
+        keras.layers.Conv2D(64, 3, padding="same", activation="relu"),
+        keras.layers.MaxPooling2D(2),
+        keras.layers.Conv2D(128, 3, padding="same", activation="relu"),
+        keras.layers.MaxPooling2D(2),
+        keras.layers.Flatten(),
+        keras.layers.Dense(256, activation="relu"),
+        keras.layers.Dense(10)])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def keras_steps_per_s(x, y, batch, epochs, repeats):
+    model = keras_cnn()
+    model.fit(x, y, batch_size=batch, epochs=1, verbose=0)  # compile
+    steps = epochs * (len(x) // batch)
+    return steps / timed(lambda: model.fit(x, y, batch_size=batch, epochs=epochs, verbose=0),
+                         repeats), model
+
+
+def torch_cnn():
+    import torch
+
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 64, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(64, 128, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(), torch.nn.Linear(128 * 2 * 2, 256), torch.nn.ReLU(),
+        torch.nn.Linear(256, 10)).eval()
+
+
+def predict_examples_per_s(predict, x, batch, repeats, calls):
+    """Examples/s of ``predict(x[:batch])`` called ``calls`` times (a serving loop)."""
+    chunk = x[:batch]
+    predict(chunk)
+    return batch * calls / timed(lambda: [predict(chunk) for _ in range(calls)], repeats)
+
+
+def bench_cnn(args):
+    batch, epochs = 64, (2 if args.quick else 10)
+    x, y = digits(64 * 18)
+    model = jdl.models.CNN(**DIGITS_CNN)
+    trainer = jdl.Trainer(model, loss="sparse_categorical_crossentropy", learning_rate=1e-3)
+    kit, state = kit_steps_per_s(trainer, x, y, batch, epochs, args.repeats)
+    steps = epochs * (len(x) // batch)
+    hand = handwritten_steps_per_s(
+        model, lambda o, t: optax.softmax_cross_entropy_with_integer_labels(o, t),
+        optax.adam(1e-3), x, y, batch, steps, args.repeats)
+    record = {"model": "cnn", "config": "experiments/digits_cnn.py", "batch": batch,
+              "steps_per_s": kit, "examples_per_s": kit * batch, "handwritten_steps_per_s": hand,
+              "handwritten_over_jaxdl": hand / kit}
+    try:
+        keras, keras_model = keras_steps_per_s(x, y, batch, epochs, args.repeats)
+        record.update(keras_steps_per_s=keras, jaxdl_over_keras=kit / keras)
+    except ImportError as e:
+        keras_model, record["keras"] = None, f"skipped: not installed ({e})"
+    calls = 20 if args.quick else 200
+    for b in (1, 256):
+        xb = np.resize(x, (max(b, 256), *x.shape[1:]))
+        kit_rate = predict_examples_per_s(
+            lambda c: trainer.predict(state, c, batch_size=len(c)), xb, b, args.repeats,
+            calls if b == 1 else calls // 10)
+        record[f"predict_b{b}_examples_per_s"] = kit_rate
+        if keras_model is not None:
+            rate = predict_examples_per_s(lambda c: keras_model.predict(c, batch_size=len(c),
+                                                                        verbose=0),
+                                          xb, b, args.repeats, calls if b == 1 else calls // 10)
+            record[f"keras_predict_b{b}_examples_per_s"] = rate
+            record[f"predict_b{b}_jaxdl_over_keras"] = kit_rate / rate
+        try:
+            import torch
+
+            net = torch_cnn()
+            xt = torch.from_numpy(np.ascontiguousarray(xb.transpose(0, 3, 1, 2)))
+
+            def torch_predict(c, net=net):
+                with torch.no_grad():
+                    return torch.softmax(net(c), -1).numpy()
+
+            rate = predict_examples_per_s(torch_predict, xt, b, args.repeats,
+                                          calls if b == 1 else calls // 10)
+            record[f"torch_predict_b{b}_examples_per_s"] = rate
+            record[f"predict_b{b}_jaxdl_over_torch"] = kit_rate / rate
+        except ImportError as e:
+            record["torch"] = f"skipped: not installed ({e})"
+    log(f"cnn: {kit:.1f} steps/s (hand {hand:.1f}, keras {record.get('keras_steps_per_s', 0):.1f})")
+    return record
+
+
+def bench_resnet(args):
+    batch, epochs = 64, (1 if args.quick else 4)
+    x, y = digits(64 * 18)
+    model = jdl.models.ResNet(stage_sizes=(2, 2, 2), widths=(16, 32, 64), stem_width=16)
+    trainer = jdl.Trainer(model, loss="sparse_categorical_crossentropy", learning_rate=1e-3)
+    kit, _ = kit_steps_per_s(trainer, x, y, batch, epochs, args.repeats)
+    hand = handwritten_steps_per_s(
+        model, lambda o, t: optax.softmax_cross_entropy_with_integer_labels(o, t),
+        optax.adam(1e-3), x, y, batch, epochs * (len(x) // batch), args.repeats,
+        train_kwargs={"train": True})
+    log(f"resnet: {kit:.1f} steps/s (hand {hand:.1f})")
+    return {"model": "resnet", "config": "experiments/digits_resnet.py", "batch": batch,
+            "steps_per_s": kit, "examples_per_s": kit * batch, "handwritten_steps_per_s": hand,
+            "handwritten_over_jaxdl": hand / kit}
+
+
+def bench_pipeline(args, consumers):
+    """The grain pipeline's examples/s on digits-shaped records vs the models' consumption."""
+    x, y = digits(64 * 400)
+    with tempfile.TemporaryDirectory() as tmp:
+        records = jdl.data.write_records(Path(tmp) / "digits", {"x": x, "y": y})
+        with jdl.data.Pipeline(records, batch_size=64, seed=0) as pipe:
+            steps = pipe.steps_per_epoch
+
+            def read():
+                for first in range(0, steps, 50):
+                    pipe.batches(0, first, min(50, steps - first))
+
+            read()
+            rate = len(x) / timed(read, args.repeats)
+    record = {"model": "pipeline", "records": "digits [8, 8, 1] float32, batch 64",
+              "examples_per_s": rate}
+    for name, consumed in consumers.items():
+        record[f"headroom_over_{name}"] = rate / consumed
+    log(f"pipeline: {rate:,.0f} examples/s; headroom {record}")
+    return record
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="mlp,cnn,resnet,transformer,pipeline")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    benches = {"mlp": bench_mlp}
+    benches = {"mlp": bench_mlp, "cnn": bench_cnn, "resnet": bench_resnet}
+    consumers = {}
     for name in args.models.split(","):
-        if name not in benches:
-            emit({"model": name, "note": "skipped: not available in this checkout"})
-            continue
         try:
-            record = benches[name](args)
+            if name == "pipeline":
+                record = bench_pipeline(args, consumers)
+            elif name in benches:
+                record = benches[name](args)
+                consumers[name] = record["examples_per_s"]
+            else:
+                record = {"model": name, "note": "skipped: not available in this checkout"}
         except Exception as e:  # one model failing does not hide the others' figures
+            import traceback
+
+            traceback.print_exc(file=sys.stderr)
             record = {"model": name, "note": f"failed: {type(e).__name__}: {e}"}
         record.update({"device": jax.devices()[0].device_kind, "backend": jax.default_backend()})
         emit(record)

@@ -560,6 +560,9 @@ def predict(programs: Programs, state: TrainState, x: Any, *, batch_size: int = 
         x = np.asarray(x.arrays["x"])
     x = check.as_features(x, "x")
     output_shape(programs, state, x)
+    if len(x) <= batch_size and programs.placement is None:
+        # One batch (a serving loop's request): one call on exactly these rows, no plan.
+        return np.asarray(programs.predict_batch(state, x))
     idx = _sequential_plan(len(x), batch_size)["idx"]
     data_x = _on_device(x, None, programs.placement)["x"]
     if programs.loop_friendly(state, data_x):
