@@ -19,7 +19,6 @@ Prints exactly one JSON line on stdout; progress goes to stderr.
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -32,14 +31,13 @@ from flax import linen as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from timing import log, timed  # noqa: E402
+
 import jaxdl as jdl  # noqa: E402
 
 BATCH_SIZE = 32
 TARGETS = {"sequential_over_population": (">=", 20.0), "member_step_over_single": ("<=", 0.5)}
 
-
-def log(*args):
-    print(*args, file=sys.stderr, flush=True)
 
 
 def trainer(learning_rate=1e-3):
@@ -76,14 +74,6 @@ def end_to_end(data, lrs, epochs, sequential):
             "best_member": best.index, "best_learning_rate": best.hparams["learning_rate"],
             "best_test_accuracy": float(results["accuracy"][best.index])}
 
-
-def timed(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def steady_state(data, lrs, epochs, repeats):

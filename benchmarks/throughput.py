@@ -22,10 +22,8 @@ this process:
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
@@ -37,20 +35,9 @@ import optax  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from timing import log, timed  # noqa: E402
+
 import jaxdl as jdl  # noqa: E402
-
-
-def log(*args):
-    print(*args, file=sys.stderr, flush=True)
-
-
-def timed(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def emit(record):

@@ -192,15 +192,7 @@ class Trainer:
         if population is not None or hparams or seeds is not None:
             return self._init_population(rng, sample, population, dict(hparams or {}), seeds)
         key = _as_key(rng)
-        try:
-            jax.eval_shape(self._init_fn, key, sample)
-        except errors.JaxdlError:
-            raise
-        except Exception as e:
-            raise errors.input_error("sample_x", "a batch the model can be applied to",
-                                     f"{errors.describe(sample)} (the model said: "
-                                     f"{errors.first_sentence(e)})",
-                                     "pass a slice of the training inputs, e.g. x[:1]") from None
+        self._check_sample(key, sample, self.tx)
         if self.placement is None:
             return self._init(key, sample)
         boxed = jax.eval_shape(self._variables, key, sample)["params"]
@@ -239,8 +231,17 @@ class Trainer:
                     "optax.inject_hyperparams(optax.adam)(learning_rate=...), or pass the "
                     "optimizer by name")
         tx, _ = self._population(hparams)
+        self._check_sample(keys[0], sample, tx)
+        init = jax.jit(jax.vmap(lambda k, x: self._init_fn(k, x, tx), in_axes=(0, None)),
+                       **self._population_init_shardings(keys, sample, tx))
+        state = init(keys, sample)
+        values = {k: np.asarray(v, np.float32).reshape(size) for k, v in hparams.items()}
+        return population_lib.set_hparams(state, values) if values else state
+
+    def _check_sample(self, key: jax.Array, sample: jax.Array, tx: Any) -> None:
+        """Traces init once, so a sample the model rejects is the user's error, clearly."""
         try:
-            jax.eval_shape(lambda k, x: self._init_fn(k, x, tx), keys[0], sample)
+            jax.eval_shape(lambda k, x: self._init_fn(k, x, tx), key, sample)
         except errors.JaxdlError:
             raise
         except Exception as e:
@@ -248,11 +249,6 @@ class Trainer:
                                      f"{errors.describe(sample)} (the model said: "
                                      f"{errors.first_sentence(e)})",
                                      "pass a slice of the training inputs, e.g. x[:1]") from None
-        init = jax.jit(jax.vmap(lambda k, x: self._init_fn(k, x, tx), in_axes=(0, None)),
-                       **self._population_init_shardings(keys, sample, tx))
-        state = init(keys, sample)
-        values = {k: np.asarray(v, np.float32).reshape(size) for k, v in hparams.items()}
-        return population_lib.set_hparams(state, values) if values else state
 
     def _population_init_shardings(self, keys: jax.Array, sample: jax.Array, tx: Any
                                    ) -> dict[str, Any]:
