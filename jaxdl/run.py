@@ -411,9 +411,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
 
         train_bytes = (sum(a.nbytes for a in x_train.arrays.values()) if y_train is None
                        else x_train.nbytes + y_train.nbytes)
+        members = population_settings(config)
         report = preflight(trainer, sample_x, config.batch_size, sample_y=sample_y,
                            data_bytes=0 if y_train is None else train_bytes + data.x_val.nbytes
-                           + data.y_val.nbytes)
+                           + data.y_val.nbytes, population=members and members["size"],
+                           hparams=list(members["hparams"]) if members else ())
         print(report.render(), file=sys.stderr)
     members = population_settings(config)
     if members is None:

@@ -167,3 +167,13 @@ def test_logical_axis_names_place_parameters_as_init_does():
     state = trainer.init(jax.random.key(0), sample)
     assert kernel.spec == state.params["kernel"].sharding.spec
     assert kernel.bytes_per_device == kernel.bytes // 4
+
+
+def test_a_population_report_places_members_over_the_population_axis():
+    trainer = jdl.Trainer(jdl.models.MLP(features=(64, 1)), loss="binary_crossentropy",
+                          mesh={"population": 4, "data": 2})
+    report = preflight(trainer, np.zeros((1, 32), np.float32), 16, population=8,
+                       hparams=["learning_rate"])
+    kernel = next(r for r in report.rows if r.path == "['dense_0']['kernel']")
+    assert kernel.shape == (8, 32, 64) and kernel.bytes_per_device == kernel.bytes // 4
+    assert report.mesh_shape["population"] == 4 and report.memory

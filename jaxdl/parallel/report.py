@@ -269,18 +269,20 @@ def _device_memory() -> int | None:
     return int(stats["bytes_limit"]) if stats.get("bytes_limit") else None
 
 
-def _state_shardings(trainer: Any, abstract: Any, sample_x: Any) -> Any:
+def _state_shardings(trainer: Any, abstract: Any, sample_x: Any, population: bool = False
+                     ) -> Any:
     """The state's shardings exactly as ``trainer.init`` places it (logical axis names
     included: they are read from the model's boxed params)."""
     if callable(getattr(trainer, "state_shardings", None)):
         return trainer.state_shardings(sample_x)
     variables = getattr(trainer, "_variables", None)
     if variables is None:
-        return trainer.placement.state_shardings(abstract)
+        return trainer.placement.state_shardings(abstract, population=population)
     sample = jax.ShapeDtypeStruct((1, *np.shape(sample_x)[1:]),
                                   getattr(sample_x, "dtype", np.float32))
     boxed = jax.eval_shape(variables, jax.random.key(0), sample)["params"]
-    return trainer.placement.state_shardings(abstract, boxed_params=boxed)
+    return trainer.placement.state_shardings(abstract, boxed_params=boxed,
+                                             population=population)
 
 
 def _replicated_reason(path: str, shape: tuple[int, ...], placement: Any) -> str:
@@ -315,7 +317,8 @@ def _memory_stats(compiled: Any) -> tuple[dict[str, int] | None, str]:
 
 def preflight(trainer: Any, sample_x: Any, batch_size: int, *, sample_y: Any = None,
               compile_step: bool = True, large_bytes: int = 1 << 20, data_bytes: int = 0,
-              device_memory: int | None = None) -> Preflight:
+              device_memory: int | None = None, population: int | None = None,
+              hparams: Any = ()) -> Preflight:
     """The pre-flight report of a trainer's state and training step, from shapes only.
 
     Args:
@@ -331,6 +334,8 @@ def preflight(trainer: Any, sample_x: Any, batch_size: int, *, sample_y: Any = N
       data_bytes: bytes of the data set the run keeps on every device, added to the peak.
       device_memory: one device's memory in bytes, to warn when the step will not fit;
         default: the first local device's ``bytes_limit`` when the backend reports one.
+      population, hparams: report a population of this many members (varying the named
+        hyper-parameters): shapes carry the member axis, placed over ``mesh.population``.
 
     Returns:
       A :class:`Preflight`; ``render()`` is the text, ``warnings`` the problems found.
@@ -341,10 +346,11 @@ def preflight(trainer: Any, sample_x: Any, batch_size: int, *, sample_y: Any = N
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise errors.input_error("batch_size", "an integer >= 1", repr(batch_size),
                                  "pass e.g. batch_size=32")
-    abstract = trainer.abstract_state(sample_x)
+    abstract = trainer.abstract_state(sample_x, population, tuple(hparams))
+    programs = trainer._population(tuple(hparams))[1] if population else trainer.programs
     placement = trainer.placement
-    shardings = _state_shardings(trainer, abstract, sample_x) if placement is not None else (
-        jax.tree.map(lambda _: None, abstract))
+    shardings = _state_shardings(trainer, abstract, sample_x, bool(population)) \
+        if placement is not None else jax.tree.map(lambda _: None, abstract)
 
     def leaves(tree: Any) -> list[Any]:
         return jax.tree.leaves(tree, is_leaf=lambda x: x is None)
@@ -398,15 +404,15 @@ def preflight(trainer: Any, sample_x: Any, batch_size: int, *, sample_y: Any = N
         labels = jax.ShapeDtypeStruct((batch_size, *np.shape(sample_y)[1:]),
                                       getattr(sample_y, "dtype", np.float32))
     else:
-        labels = _label_struct(trainer, abstract, sample, batch_size)
+        labels = _label_struct(trainer, programs.member_spec(abstract), sample, batch_size)
     batch = {"x": jax.ShapeDtypeStruct((batch_size, *sample.shape[1:]), sample.dtype),
              "y": labels, "mask": jax.ShapeDtypeStruct((batch_size,), np.float32)}
     if placement is None:
-        step = jax.jit(trainer.programs.train_step, donate_argnums=0)
+        step = jax.jit(programs.train_step, donate_argnums=0)
         state_args, batch_args = abstract, batch
     else:
         batch_sharding = placement.batch_sharding()
-        step = jax.jit(trainer.programs.train_step, in_shardings=(shardings, batch_sharding),
+        step = jax.jit(programs.train_step, in_shardings=(shardings, batch_sharding),
                        out_shardings=(shardings, None), donate_argnums=0)
         state_args = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                                   abstract, shardings)
