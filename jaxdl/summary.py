@@ -15,6 +15,7 @@ be inspected on a laptop with fake CPU devices::
 from __future__ import annotations
 
 import math
+import pathlib
 from typing import Any
 
 import jax
@@ -81,13 +82,27 @@ def preflight_of(config: ml_collections.ConfigDict, *, compile_step: bool = True
     from jaxdl.data import datasets
 
     with run.config_errors():
-        x, y = datasets.raw_arrays(config.data.name)
-        images = x.reshape(len(x), 8, 8, 1) if config.data.get("images", False) else x
+        if config.data.get("records", ""):
+            from jaxdl.data import open_records
+
+            train = open_records(pathlib.Path(config.data.records) / "train")
+            rows = train[np.arange(1)]
+            images, y, data_bytes = rows["x"], rows["y"], 0
+        elif config.data.name == "text":  # byte tokens: only the window shape matters
+            images = y = np.zeros((1, config.data.get("seq_len", 128)), np.int32)
+            data_bytes = 0
+        else:
+            x, y = datasets.raw_arrays(config.data.name)
+            images = x.reshape(len(x), 8, 8, 1) if config.data.get("images", False) else x
+            data_bytes = int(x.nbytes + y.nbytes)
         _check_device_count(config)
         trainer = run.build_trainer(config, steps_per_epoch=1)
+        members = run.population_settings(config)
         report = preflight(trainer, images[:1], config.batch_size, sample_y=y[:1],
                            compile_step=compile_step, large_bytes=large_bytes,
-                           data_bytes=int(x.nbytes + y.nbytes) if trainer.placement else 0)
+                           data_bytes=data_bytes if trainer.placement else 0,
+                           population=members and members["size"],
+                           hparams=list(members["hparams"]) if members else ())
     return report, tuple(images.shape[1:])
 
 

@@ -401,6 +401,12 @@ def preflight(trainer: Any, sample_x: Any, batch_size: int, *, sample_y: Any = N
     sample = jax.ShapeDtypeStruct((1, *np.shape(sample_x)[1:]),
                                   getattr(sample_x, "dtype", np.float32))
     if sample_y is not None:
+        # The labels must fit the model's outputs (as fit checks them), or tracing the step
+        # below fails with an XLA shape error instead of the kit's message.
+        outputs = jax.eval_shape(programs.outputs, programs.member_spec(abstract), sample)
+        trainer.loss.check_labels(np.zeros(np.shape(sample_y), getattr(sample_y, "dtype",
+                                                                       np.float32)),
+                                  tuple(outputs.shape[1:]))
         labels = jax.ShapeDtypeStruct((batch_size, *np.shape(sample_y)[1:]),
                                       getattr(sample_y, "dtype", np.float32))
     else:
