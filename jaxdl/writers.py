@@ -151,22 +151,25 @@ class JsonlWriter(Callback):
             self.path.write_text("".join(line + "\n" for line in kept))
         return state
 
-    def write(self, record: dict[str, Any]) -> None:
-        """Appends one record as a JSON line (on process 0 only, in multi-host runs)."""
+    def write(self, *records: dict[str, Any]) -> None:
+        """Appends records as JSON lines (on process 0 only, in multi-host runs)."""
         import jax
 
-        if jax.process_index() != 0:
+        if jax.process_index() != 0 or not records:
             return
-        with self.path.open("a") as f:
-            f.write(json.dumps({k: jsonable(v) for k, v in record.items()}) + "\n")
+        with self.path.open("a") as f:  # one open per epoch: a population writes N lines
+            f.write("".join(json.dumps({k: jsonable(v) for k, v in record.items()}) + "\n"
+                            for record in records))
 
     def on_epoch_end(self, epoch, logs, state):
         step = (epoch + 1) * self.steps_per_epoch
+        records = []
         for member, values in member_logs(logs, self.members_active):
             tag = {} if member is None else {"member": member}
             train = {k: v for k, v in values.items() if not k.startswith("val_")}
-            self.write({"step": step, "epoch": epoch + 1, "split": "train", **tag, **train})
+            records.append({"step": step, "epoch": epoch + 1, "split": "train", **tag, **train})
             val = {k[4:]: v for k, v in values.items() if k.startswith("val_")}
             if val:
-                self.write({"step": step, "epoch": epoch + 1, "split": "val", **tag, **val})
+                records.append({"step": step, "epoch": epoch + 1, "split": "val", **tag, **val})
+        self.write(*records)
         return state
