@@ -68,8 +68,10 @@ def _categorical_ce(outputs, labels):
 
 
 def _sparse_categorical_ce(outputs, labels):
+    # Sequences (outputs [B, T, V], labels [B, T]): the mean over the T positions.
     labels = labels.reshape(outputs.shape[:-1]).astype(jnp.int32)
-    return optax.losses.softmax_cross_entropy_with_integer_labels(outputs, labels)
+    return _mean_over_features(
+        optax.losses.softmax_cross_entropy_with_integer_labels(outputs, labels))
 
 
 def _mse(outputs, labels):

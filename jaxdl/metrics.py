@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from jaxdl import errors
 
@@ -156,6 +157,14 @@ def _absolute_error(outputs, labels):
     return jnp.mean(jnp.abs(outputs - _flat(labels).reshape(outputs.shape)), axis=1)
 
 
+def _bits_per_token(outputs, labels):
+    # Cross-entropy in bits, averaged over an example's tokens: for a byte-level language
+    # model (outputs [B, T, 256], labels [B, T]) that is bits per byte.
+    labels = labels.reshape(outputs.shape[:-1]).astype(jnp.int32)
+    nats = optax.losses.softmax_cross_entropy_with_integer_labels(outputs, labels)
+    return nats.reshape(nats.shape[0], -1).mean(axis=1) / np.log(2.0)
+
+
 def _build(name: str, task: str) -> Metric:
     classification = task in ("binary", "multiclass")
     if name == "accuracy" and classification:
@@ -166,18 +175,21 @@ def _build(name: str, task: str) -> Metric:
         return Metric(name, _confusion_stats(task), result)
     if name == "auc" and task == "binary":
         return Metric("auc", _auc_stats, _auc_result)
+    if name in ("bits_per_byte", "bpb") and task == "multiclass":
+        return mean_metric(name, _bits_per_token)
     if name == "mse":
         return mean_metric("mse", _squared_error)
     if name == "mae":
         return mean_metric("mae", _absolute_error)
-    needs = "a binary loss" if name == "auc" else "a classification loss"
+    needs = {"auc": "a binary loss", "bits_per_byte": "a multiclass (token) loss",
+             "bpb": "a multiclass (token) loss"}.get(name, "a classification loss")
     raise errors.input_error(
         "metrics", f"metric {name!r} to be used with {needs}", f"a {task} loss",
         "drop the metric or pick a loss that matches the labels "
         "(binary_crossentropy, sparse_categorical_crossentropy, ...)")
 
 
-METRICS = ("accuracy", "precision", "recall", "f1", "auc", "mse", "mae")
+METRICS = ("accuracy", "precision", "recall", "f1", "auc", "mse", "mae", "bits_per_byte", "bpb")
 
 
 def get(metric: str | Metric | Callable, task: str) -> Metric:

@@ -13,8 +13,10 @@ import flax.linen as nn
 from jaxdl.models.cnn import CNN
 from jaxdl.models.mlp import ACTIVATIONS, MLP
 from jaxdl.models.resnet import ResNet
+from jaxdl.models.transformer import LOGICAL_RULES, Transformer
 
-MODELS: dict[str, type[nn.Module]] = {"mlp": MLP, "cnn": CNN, "resnet": ResNet}
+MODELS: dict[str, type[nn.Module]] = {"mlp": MLP, "cnn": CNN, "resnet": ResNet,
+                                      "transformer": Transformer}
 
 
 def get(name: str, **kwargs: Any) -> nn.Module:
@@ -30,4 +32,5 @@ def get(name: str, **kwargs: Any) -> nn.Module:
                                  repr(kwargs), f"check the field names ({e})") from None
 
 
-__all__ = ["ACTIVATIONS", "CNN", "MLP", "MODELS", "ResNet", "get"]
+__all__ = ["ACTIVATIONS", "CNN", "LOGICAL_RULES", "MLP", "MODELS", "ResNet", "Transformer",
+           "get"]

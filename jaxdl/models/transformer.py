@@ -1,0 +1,149 @@
+"""Transformer: a decoder-only language model (causal attention, pre-norm, RoPE)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+# Logical axis names of the parameters -> the kit's mesh axes (data, fsdp, tensor):
+# Megatron-style tensor parallelism over heads and the MLP's hidden units, FSDP over the
+# model width. Pass as Trainer(..., logical_rules=LOGICAL_RULES).
+LOGICAL_RULES = (("vocab", "tensor"), ("embed", "fsdp"), ("heads", "tensor"), ("kv", None),
+                 ("mlp", "tensor"), ("positions", None))
+
+
+def _param(init: Any, names: tuple[str | None, ...]) -> Any:
+    return nn.with_logical_partitioning(init, names)
+
+
+def rope(x: jax.Array, positions: jax.Array) -> jax.Array:
+    """Rotary position embedding of x [B, T, H, D] at integer positions [T] (D even)."""
+    half = x.shape[-1] // 2
+    freqs = 1.0 / (10_000 ** (jnp.arange(half, dtype=jnp.float32) / half))
+    angles = positions[:, None].astype(jnp.float32) * freqs[None, :]        # [T, D/2]
+    sin, cos = jnp.sin(angles)[None, :, None, :], jnp.cos(angles)[None, :, None, :]
+    a, b = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
+    return jnp.concatenate([a * cos - b * sin, a * sin + b * cos], axis=-1).astype(x.dtype)
+
+
+class Block(nn.Module):
+    """Pre-norm block: x + attention(norm(x)), then x + MLP(norm(x))."""
+
+    num_heads: int
+    mlp_dim: int
+    dropout_rate: float = 0.0
+    positions: str = "rope"
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        batch, length, width = x.shape
+        heads, head_dim = self.num_heads, width // self.num_heads
+        dense = nn.initializers.lecun_normal()
+        norm = lambda name: nn.LayerNorm(dtype=self.dtype, param_dtype=self.param_dtype,
+                                         scale_init=_param(nn.initializers.ones, ("embed",)),
+                                         bias_init=_param(nn.initializers.zeros, ("embed",)),
+                                         name=name)
+        h = norm("attention_norm")(x)
+        qkv = nn.DenseGeneral((3, heads, head_dim), dtype=self.dtype,
+                              param_dtype=self.param_dtype, use_bias=False,
+                              kernel_init=_param(dense, ("embed", None, "heads", "kv")),
+                              name="qkv")(h)
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]                  # [B, T, H, D]
+        if self.positions == "rope":
+            where = jnp.arange(length)
+            q, k = rope(q, where), rope(k, where)
+        attended = jax.nn.dot_product_attention(q, k, v, is_causal=True)    # [B, T, H, D]
+        out = nn.DenseGeneral(width, axis=(-2, -1), dtype=self.dtype,
+                              param_dtype=self.param_dtype, use_bias=False,
+                              kernel_init=_param(dense, ("heads", "kv", "embed")),
+                              name="attention_out")(attended)
+        x = x + nn.Dropout(self.dropout_rate, deterministic=not train)(out)
+        h = norm("mlp_norm")(x)
+        h = nn.Dense(self.mlp_dim, dtype=self.dtype, param_dtype=self.param_dtype,
+                     kernel_init=_param(dense, ("embed", "mlp")),
+                     bias_init=_param(nn.initializers.zeros, ("mlp",)), name="mlp_in")(h)
+        h = nn.Dense(width, dtype=self.dtype, param_dtype=self.param_dtype,
+                     kernel_init=_param(dense, ("mlp", "embed")),
+                     bias_init=_param(nn.initializers.zeros, ("embed",)),
+                     name="mlp_out")(nn.gelu(h))
+        return x + nn.Dropout(self.dropout_rate, deterministic=not train)(h)
+
+
+class Transformer(nn.Module):
+    """A decoder-only language model: tokens int [B, T] -> next-token logits float32 [B, T, V].
+
+    Causal self-attention (``jax.nn.dot_product_attention``), pre-norm LayerNorm blocks with
+    a GELU MLP, dropout in training, rotary (``positions="rope"``) or learned
+    (``"learned"``) positions, and an untied output projection. Every parameter carries
+    Flax logical axis names (``vocab``, ``embed``, ``heads``, ``kv``, ``mlp``), so
+    :data:`LOGICAL_RULES` (or your own) shards it over a mesh. ``remat=True``
+    recomputes each block's activations in the backward pass (less memory, same result).
+
+    Attributes:
+      vocab_size: tokens (256 for the byte-level corpus).
+      num_layers, num_heads, embed_dim, mlp_dim: the size (embed_dim divisible by heads).
+      max_len: the longest sequence (learned positions' table size; RoPE has no limit).
+      dropout_rate: dropout on the residual branches and embeddings.
+      positions: "rope" or "learned".
+      remat: rematerialize each block.
+      dtype: computation dtype (e.g. ``jnp.bfloat16``); param_dtype: parameters' (float32).
+
+    Example::
+
+        model = Transformer(vocab_size=256, num_layers=4, num_heads=4, embed_dim=256,
+                            mlp_dim=1024, max_len=128)
+        logits = model.apply(variables, tokens)            # [B, T, 256] float32
+    """
+
+    vocab_size: int = 256
+    num_layers: int = 4
+    num_heads: int = 4
+    embed_dim: int = 256
+    mlp_dim: int = 1024
+    max_len: int = 128
+    dropout_rate: float = 0.0
+    positions: str = "rope"
+    remat: bool = False
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, tokens: jax.Array, train: bool = False) -> jax.Array:
+        if self.positions not in ("rope", "learned") or self.embed_dim % self.num_heads:
+            from jaxdl import errors  # only the error helpers: models stay free of training
+
+            if self.positions not in ("rope", "learned"):
+                raise errors.unknown_name("positions", "position encoding", self.positions,
+                                          ["rope", "learned"])
+            raise errors.input_error("embed_dim", f"a multiple of num_heads={self.num_heads}",
+                                     str(self.embed_dim), "pick embed_dim = heads x head size")
+        tokens = tokens.astype(jnp.int32)
+        x = nn.Embed(self.vocab_size, self.embed_dim, dtype=self.dtype,
+                     param_dtype=self.param_dtype,
+                     embedding_init=_param(nn.initializers.normal(0.02), ("vocab", "embed")),
+                     name="embed")(tokens)
+        if self.positions == "learned":
+            table = self.param("position_embedding", _param(nn.initializers.normal(0.02),
+                                                            ("positions", "embed")),
+                               (self.max_len, self.embed_dim), self.param_dtype)
+            x = x + table[None, : tokens.shape[1]].astype(x.dtype)
+        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+        block = nn.remat(Block, static_argnums=(2,)) if self.remat else Block
+        for i in range(self.num_layers):
+            x = block(self.num_heads, self.mlp_dim, self.dropout_rate, self.positions,
+                      self.dtype, self.param_dtype, name=f"block_{i}")(x, train)
+        x = nn.LayerNorm(dtype=self.dtype, param_dtype=self.param_dtype,
+                         scale_init=_param(nn.initializers.ones, ("embed",)),
+                         bias_init=_param(nn.initializers.zeros, ("embed",)),
+                         name="final_norm")(x)
+        logits = nn.Dense(self.vocab_size, dtype=self.dtype, param_dtype=self.param_dtype,
+                          kernel_init=_param(nn.initializers.lecun_normal(),
+                                             ("embed", "vocab")),
+                          bias_init=_param(nn.initializers.zeros, ("vocab",)),
+                          name="logits")(x)
+        return logits.astype(jnp.float32)
