@@ -128,6 +128,14 @@ def _check_sparse(labels: np.ndarray, output_shape: tuple[int, ...]) -> None:
     elif labels.dtype.kind not in "iub":
         raise _bad_labels("integer class labels", f"labels of dtype {labels.dtype}",
                           "encode classes as integers 0..num_classes-1")
+    # One class index per output position: [B] for outputs [B, V], [B, T] for [B, T, V].
+    positions = int(np.prod(output_shape[:-1]))
+    if len(labels) and labels[0].size != positions:
+        raise _bad_labels(f"{positions} class label(s) per example to match the model's "
+                          f"output shape {tuple(output_shape)} (one per position)",
+                          f"labels of shape {labels.shape}",
+                          "give one class index per output position (for a sequence model, "
+                          "labels [B, T] beside logits [B, T, V])")
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
         raise _bad_labels(f"class labels in [0, {num_classes - 1}] (the model has "
                           f"{num_classes} output units)",

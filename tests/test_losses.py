@@ -68,3 +68,16 @@ def test_label_checks_name_the_argument(name, labels, shape, match):
     with pytest.raises(jdl.InputError, match="argument 'y'") as info:
         losses.get(name).check_labels(labels, shape)
     assert info.match(match) and "Fix:" in str(info.value)
+
+
+def test_sparse_crossentropy_over_sequences_is_the_mean_over_positions():
+    logits = jnp.asarray(RNG.normal(size=(3, 5, 7)), jnp.float32)          # [B, T, V]
+    labels = jnp.asarray(RNG.integers(0, 7, size=(3, 5)))                  # [B, T]
+    loss = losses.get("sparse_categorical_crossentropy")
+    got = loss.per_example(logits, labels)
+    assert got.shape == (3,)
+    expected = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(axis=1)
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    loss.check_labels(np.asarray(labels), (5, 7))                          # accepted
+    with pytest.raises(jdl.InputError, match=r"argument 'y'.*5 class label\(s\) per example"):
+        loss.check_labels(np.asarray(labels)[:, :4], (5, 7))

@@ -90,3 +90,21 @@ def test_mismatched_metric_and_unknown_names_are_clear():
         metrics.get("accuracy", "regression")
     with pytest.raises(ValueError, match="did you mean 'accuracy'"):
         metrics.get("acuracy", "binary")
+
+
+def test_sequence_accuracy_and_bits_per_byte_count_every_unmasked_token():
+    logits = RNG.normal(size=(23, 6, 5)).astype(np.float32)                # [B, T, V]
+    labels = RNG.integers(0, 5, size=(23, 6)).astype(np.int32)             # [B, T]
+    accuracy = np.mean(logits.argmax(-1) == labels)
+    shifted = logits - logits.max(-1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+    nats = -np.take_along_axis(log_probs, labels[..., None], -1)[..., 0]
+    assert _streamed(metrics.get("accuracy", "multiclass"), logits, labels) == pytest.approx(
+        accuracy, abs=1e-6)
+    for name in ("bits_per_byte", "bpb"):
+        metric = metrics.get(name, "multiclass")
+        assert metric.name == name
+        assert _streamed(metric, logits, labels) == pytest.approx(nats.mean() / np.log(2),
+                                                                  rel=1e-5)
+    with pytest.raises(ValueError, match="argument 'metrics'.*bits_per_byte"):
+        metrics.get("bits_per_byte", "regression")
