@@ -54,3 +54,26 @@ def test_bad_sampling_arguments_are_clear(bigram):
         sample.generate(trainer, state, "", context=16)
     with pytest.raises(errors.InputError, match="argument 'temperature'"):
         sample.generate(trainer, state, "a", temperature=-1.0, context=16)
+
+
+def test_sample_from_a_trained_transformer_run(tmp_path):
+    """`jaxdl sample --workdir` on a tiny text run: the Transformer from the config."""
+    import ml_collections
+
+    from jaxdl import run
+    from jaxdl.default_config import get_config
+
+    config = get_config()
+    config.data = ml_collections.ConfigDict(dict(
+        name="text", seq_len=16, stride=0, max_bytes=8192, eval_bytes=1024, records="",
+        pipeline="auto", images=False, val_fraction=0.0, test_fraction=0.0,
+        standardize=False, clean=False))
+    config.model = ml_collections.ConfigDict(dict(
+        name="transformer", num_layers=1, num_heads=2, embed_dim=16, mlp_dim=32, max_len=16))
+    config.loss = "sparse_categorical_crossentropy"
+    config.metrics = ("bits_per_byte",)
+    config.epochs, config.batch_size = 1, 32
+    results = run.train_and_evaluate(config, tmp_path, quiet=True)
+    assert 0 < results["bits_per_byte"] <= 8.5
+    text = run.sample_from_workdir(tmp_path, "def ", num_tokens=12, temperature=0.0)
+    assert text.startswith("def ") and len(text) > len("def ")  # 12 bytes more, as text
