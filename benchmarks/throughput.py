@@ -250,6 +250,44 @@ def bench_resnet(args):
             "handwritten_over_jaxdl": hand / kit}
 
 
+CHARLM = dict(vocab_size=256, num_layers=4, num_heads=4, embed_dim=192, mlp_dim=768,
+              max_len=128)  # experiments/charlm.py
+
+
+def bench_transformer(args):
+    """The charlm Transformer (float32 here; bfloat16 and its MFU on an accelerator)."""
+    batch, length = 32, 128
+    steps = 3 if args.quick else 12
+    rng = np.random.default_rng(0)
+    text = rng.integers(0, 256, size=(batch * steps, length + 1)).astype(np.int32)
+    x, y = text[:, :-1], text[:, 1:]
+    accelerator = jax.default_backend() != "cpu"
+    precision = "bfloat16" if accelerator else "float32"
+    model = jdl.models.Transformer(**CHARLM)
+    trainer = jdl.Trainer(model, loss="sparse_categorical_crossentropy", learning_rate=1e-3,
+                          precision=precision)
+    kit, state = kit_steps_per_s(trainer, x, y, batch, 1, args.repeats)
+    hand = handwritten_steps_per_s(
+        model, lambda o, t: optax.softmax_cross_entropy_with_integer_labels(o, t).mean(-1),
+        optax.adam(1e-3), x, y, batch, steps, args.repeats)
+    spec = {"x": jax.ShapeDtypeStruct((batch, length), np.int32),
+            "y": jax.ShapeDtypeStruct((batch, length), np.int32),
+            "mask": jax.ShapeDtypeStruct((batch,), np.float32)}
+    flops = trainer.programs.flops_per_step(state, spec)
+    record = {"model": "transformer", "config": "experiments/charlm.py", "batch": batch,
+              "seq_len": length, "precision": precision, "steps_per_s": kit,
+              "tokens_per_s": kit * batch * length, "examples_per_s": kit * batch,
+              "handwritten_steps_per_s": hand, "handwritten_over_jaxdl": hand / kit,
+              "flops_per_step": flops}
+    from jaxdl import perf
+
+    peak = perf.peak_flops()
+    if peak and flops:
+        record["mfu"] = flops * kit / peak
+    log(f"transformer: {kit:.2f} steps/s (hand {hand:.2f})")
+    return record
+
+
 def bench_pipeline(args, consumers):
     """The grain pipeline's examples/s on digits-shaped records vs the models' consumption."""
     x, y = digits(64 * 400)
@@ -278,7 +316,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    benches = {"mlp": bench_mlp, "cnn": bench_cnn, "resnet": bench_resnet}
+    benches = {"mlp": bench_mlp, "cnn": bench_cnn, "resnet": bench_resnet,
+               "transformer": bench_transformer}
     consumers = {}
     for name in args.models.split(","):
         try:
