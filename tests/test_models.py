@@ -8,22 +8,35 @@ from flax import nnx
 
 import jaxdl as jdl
 from jaxdl import errors
+from jaxdl.step import make_apply
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def digits():
     data = jdl.data.load("digits", seed=0, images=True)
     return data.x_train[:256], data.y_train[:256]
 
 
-@pytest.mark.parametrize("shape, input_shape", [((3, 8, 8, 1), None), ((3, 8, 8), None),
-                                                ((3, 64), (8, 8, 1))])
-def test_cnn_takes_images_or_flat_rows(shape, input_shape):
-    model = jdl.models.CNN(features=(4, 8), dense=(16,), input_shape=input_shape)
+@pytest.mark.parametrize("shape, input_shape, pooling, flat_width", [
+    ((3, 8, 8, 1), None, "max", 2 * 2 * 8), ((3, 8, 8), None, "avg", 2 * 2 * 8),
+    ((3, 64), (8, 8, 1), None, 8 * 8 * 8)])
+def test_cnn_takes_images_or_flat_rows(shape, input_shape, pooling, flat_width):
+    model = jdl.models.CNN(features=(4, 8), dense=(16,), input_shape=input_shape,
+                           pooling=pooling)
     x = jnp.ones(shape)
     variables = model.init(jax.random.key(0), x)
+    assert variables["params"]["dense_0"]["kernel"].shape == (flat_width, 16)
     out = model.apply(variables, x)
     assert out.shape == (3, 10) and out.dtype == jnp.float32
+
+
+def test_cnn_dropout_only_in_training():
+    model = jdl.models.CNN(features=(4,), dense=(16,), dropout_rate=0.5)
+    x = jax.random.normal(jax.random.key(1), (4, 8, 8, 1))
+    variables = model.init(jax.random.key(0), x)
+    np.testing.assert_array_equal(model.apply(variables, x), model.apply(variables, x))
+    train = model.apply(variables, x, train=True, rngs={"dropout": jax.random.key(2)})
+    assert train.shape == (4, 10) and not np.allclose(train, model.apply(variables, x))
 
 
 def test_bfloat16_compute_keeps_float32_parameters_and_outputs():
@@ -40,9 +53,29 @@ def test_bfloat16_compute_keeps_float32_parameters_and_outputs():
 def test_bad_image_shapes_are_clear():
     with pytest.raises(errors.InputError, match="input_shape"):
         jdl.models.CNN().init(jax.random.key(0), jnp.ones((2, 64)))
+    with pytest.raises(errors.InputError, match="argument 'pooling'"):
+        jdl.models.CNN(pooling="min").init(jax.random.key(0), jnp.ones((1, 8, 8, 1)))
     with pytest.raises(errors.InputError, match="argument 'widths'"):
         jdl.models.ResNet(stage_sizes=(1, 1), widths=(4,)).init(jax.random.key(0),
                                                                 jnp.ones((1, 8, 8, 1)))
+    with pytest.raises(errors.InputError, match="argument 'strides'"):
+        jdl.models.ResNet(stage_sizes=(1, 1), widths=(4, 8), strides=(1,)).init(
+            jax.random.key(0), jnp.ones((1, 8, 8, 1)))
+
+
+def test_resnet_strides_set_the_resolution():
+    x = jnp.ones((1, 8, 8, 1))
+
+    def stage_output(strides):
+        model = jdl.models.ResNet(stage_sizes=(1, 1), widths=(4, 8), stem_width=4,
+                                  strides=strides)
+        _, seen = model.apply(model.init(jax.random.key(0), x), x,
+                              capture_intermediates=True, mutable=["intermediates"])
+        return seen["intermediates"]["stage1_block0"]["__call__"][0].shape
+
+    assert stage_output(None) == (1, 4, 4, 8)     # default: the second stage halves
+    assert stage_output((1, 1)) == (1, 8, 8, 8)
+    assert stage_output((2, 2)) == (1, 2, 2, 8)
 
 
 def test_resnet_batch_statistics_train_vs_eval():
@@ -58,6 +91,14 @@ def test_resnet_batch_statistics_train_vs_eval():
     assert not np.allclose(train_out, eval_out, atol=1e-4)
     # Eval mode is per-example: a row's output does not depend on the rest of the batch.
     np.testing.assert_allclose(model.apply(variables, x[:2]), eval_out[:2], atol=1e-5)
+    # The kit's apply: new statistics from training calls only.
+    apply = make_apply(model)
+    params, model_state = variables["params"], {"batch_stats": stats}
+    out, kept = apply(params, model_state, x, False)
+    np.testing.assert_allclose(out, eval_out, atol=1e-6)
+    jax.tree.map(np.testing.assert_array_equal, kept, model_state)
+    _, trained = apply(params, model_state, x, True)
+    jax.tree.map(np.testing.assert_allclose, trained["batch_stats"], updates["batch_stats"])
 
 
 def test_a_few_steps_lower_the_loss(digits):

@@ -11,6 +11,8 @@ import jax.numpy as jnp
 
 from jaxdl.models.mlp import activation_fn
 
+POOLS: dict[str | None, Callable | None] = {"max": nn.max_pool, "avg": nn.avg_pool, None: None}
+
 
 def as_images(x: jax.Array, input_shape: Sequence[int] | None) -> jax.Array:
     """Inputs [B, H, W, C]: flat rows reshaped to ``input_shape``, [B, H, W] given a channel."""
@@ -28,7 +30,7 @@ def as_images(x: jax.Array, input_shape: Sequence[int] | None) -> jax.Array:
 
 
 class CNN(nn.Module):
-    """Conv blocks (conv -> activation -> 2x2 max-pool), then dense layers, then logits.
+    """Conv blocks (conv -> activation -> 2x2 pool), then dense layers, then logits.
 
     Inputs: images [B, H, W, C] or [B, H, W], or flat rows [B, H*W*C] with
     ``input_shape=(H, W, C)`` (e.g. scikit-learn's digits as 64 columns). Outputs:
@@ -39,7 +41,8 @@ class CNN(nn.Module):
       kernel_size: square kernel size (``"SAME"`` padding).
       dense: widths of the hidden dense layers after the convolutions.
       num_outputs: logits per example (classes; 1 for a binary classifier).
-      pool: max-pool 2x2 after each block while the image is at least 2x2.
+      pooling: "max" or "avg": a 2x2 pool (stride 2) after each block while the image is
+        at least 2x2 (8x8 digits: 8 -> 4 -> 2); None keeps the resolution.
       dropout_rate: dropout before each dense layer, active with ``train=True``.
       activation: a name in :data:`jaxdl.models.mlp.ACTIVATIONS` or a callable.
       input_shape: per-example image shape for flat inputs, or None.
@@ -57,7 +60,7 @@ class CNN(nn.Module):
     kernel_size: int = 3
     dense: Sequence[int] = (128,)
     num_outputs: int = 10
-    pool: bool = True
+    pooling: str | None = "max"
     dropout_rate: float = 0.0
     activation: str | Callable[[jax.Array], jax.Array] = "relu"
     input_shape: Sequence[int] | None = None
@@ -67,14 +70,21 @@ class CNN(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         act = activation_fn(self.activation)
+        if self.pooling not in POOLS:
+            from jaxdl import errors
+
+            raise errors.input_error("pooling", '"max", "avg" or None', repr(self.pooling),
+                                     'pass pooling="max" (the default), "avg" or None')
+        pool = POOLS[self.pooling]
         x = as_images(x, self.input_shape)
         k = (self.kernel_size, self.kernel_size)
         for i, width in enumerate(self.features):
             x = nn.Conv(width, k, padding="SAME", dtype=self.dtype,
                         param_dtype=self.param_dtype, name=f"conv_{i}")(x)
             x = act(x)
-            if self.pool and min(x.shape[1:3]) >= 2:
-                x = nn.max_pool(x, (2, 2), strides=(2, 2))
+            # Stop halving at 1x1: a deeper stack on tiny images still builds.
+            if pool is not None and min(x.shape[1:3]) >= 2:
+                x = pool(x, (2, 2), strides=(2, 2))
         x = x.reshape(x.shape[0], -1)
         for i, width in enumerate(self.dense):
             if self.dropout_rate:

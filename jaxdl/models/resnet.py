@@ -48,7 +48,9 @@ class ResNet(nn.Module):
 
     Attributes:
       stage_sizes: blocks per stage, e.g. ``(2, 2, 2)``.
-      widths: channels per stage; stages after the first halve the resolution.
+      widths: channels per stage.
+      strides: the first block's stride in each stage, e.g. ``(1, 2, 2)``; None: 1 for the
+        first stage and 2 after it while the image is at least 2x2 (8x8 -> 4x4 -> 2x2).
       stem_width: channels of the first 3x3 convolution.
       num_outputs: logits per example.
       input_shape: per-example image shape for flat inputs, or None.
@@ -67,6 +69,7 @@ class ResNet(nn.Module):
 
     stage_sizes: Sequence[int] = (2, 2, 2)
     widths: Sequence[int] = (16, 32, 64)
+    strides: Sequence[int] | None = None
     stem_width: int = 16
     num_outputs: int = 10
     input_shape: Sequence[int] | None = None
@@ -75,12 +78,14 @@ class ResNet(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        if len(self.stage_sizes) != len(self.widths):
-            from jaxdl import errors
+        for argument, given in (("widths", self.widths), ("strides", self.strides)):
+            if given is not None and len(given) != len(self.stage_sizes):
+                from jaxdl import errors
 
-            raise errors.input_error("widths", f"one width per stage ({len(self.stage_sizes)})",
-                                     repr(tuple(self.widths)),
-                                     "give stage_sizes and widths the same length")
+                raise errors.input_error(argument, f"one value per stage "
+                                         f"({len(self.stage_sizes)}, as in stage_sizes)",
+                                         repr(tuple(given)),
+                                         f"give stage_sizes and {argument} the same length")
         x = as_images(x, self.input_shape)
         x = nn.Conv(self.stem_width, (3, 3), padding="SAME", use_bias=False, dtype=self.dtype,
                     param_dtype=self.param_dtype, name="stem")(x)
@@ -89,7 +94,12 @@ class ResNet(nn.Module):
                                  name="stem_norm")(x))
         for stage, (blocks, width) in enumerate(zip(self.stage_sizes, self.widths, strict=True)):
             for block in range(blocks):
-                strides = 2 if stage > 0 and block == 0 and min(x.shape[1:3]) >= 2 else 1
+                if block:
+                    strides = 1
+                elif self.strides is not None:
+                    strides = self.strides[stage]
+                else:  # stop halving at 1x1: deeper stacks still build on tiny images
+                    strides = 2 if stage > 0 and min(x.shape[1:3]) >= 2 else 1
                 x = BasicBlock(width, strides, self.dtype, self.param_dtype,
                                name=f"stage{stage}_block{block}")(x, train)
         x = jnp.mean(x, axis=(1, 2))
