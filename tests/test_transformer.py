@@ -1,5 +1,6 @@
 """The decoder-only Transformer: causality, positions, remat, dtypes, logical sharding."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,9 +17,9 @@ def _tokens(shape=(2, 12), seed=0):
     return jax.random.randint(jax.random.key(seed), shape, 0, 32)
 
 
-@pytest.mark.parametrize("positions", ["rope", "learned"])
-def test_causal_shapes_and_dtypes(positions):
-    model = Transformer(**TINY, positions=positions)
+@pytest.mark.parametrize("positions, norm", [("rope", "layernorm"), ("learned", "rmsnorm")])
+def test_causal_shapes_and_dtypes(positions, norm):
+    model = Transformer(**TINY, positions=positions, norm=norm)
     tokens = _tokens()
     variables = model.init(jax.random.key(0), tokens)
     logits = model.apply(variables, tokens)
@@ -27,6 +28,21 @@ def test_causal_shapes_and_dtypes(positions):
     after = model.apply(variables, changed)
     np.testing.assert_allclose(after[:, :7], logits[:, :7], atol=1e-6)  # the past is blind
     assert not np.allclose(after[:, 7:], logits[:, 7:])
+    # Generation feeds prefixes of any length <= max_len to the same parameters.
+    np.testing.assert_allclose(model.apply(variables, tokens[:, :5]), logits[:, :5], atol=1e-5)
+    assert model.apply(variables, _tokens((1, TINY["max_len"]))).shape == (1, 16, 32)
+
+
+def test_every_parameter_has_logical_axis_names():
+    for kw in (dict(positions="rope"), dict(positions="learned", norm="rmsnorm")):
+        boxed = jax.eval_shape(Transformer(**TINY, **kw).init, jax.random.key(0), _tokens())
+        leaves = jax.tree_util.tree_flatten_with_path(
+            boxed["params"], is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))[0]
+        for path, leaf in leaves:
+            assert isinstance(leaf, nn.LogicallyPartitioned), jax.tree_util.keystr(path)
+            assert len(leaf.names) == leaf.value.ndim
+        names = {n for _, leaf in leaves for n in leaf.names if n is not None}
+        assert names <= {rule for rule, _ in LOGICAL_RULES}  # the rules cover every name
 
 
 def test_bfloat16_compute_keeps_float32_parameters():
@@ -62,10 +78,19 @@ def test_dropout_only_in_training():
 
 
 def test_bad_settings_are_clear():
+    key = jax.random.key(0)
     with pytest.raises(errors.InputError, match="argument 'embed_dim'"):
-        Transformer(**{**TINY, "embed_dim": 15}).init(jax.random.key(0), _tokens())
+        Transformer(**{**TINY, "embed_dim": 15}).init(key, _tokens())
+    with pytest.raises(errors.InputError, match="argument 'embed_dim'.*even head size"):
+        Transformer(**{**TINY, "embed_dim": 6}).init(key, _tokens())
     with pytest.raises(errors.InputError, match="argument 'positions'"):
-        Transformer(**TINY, positions="alibi").init(jax.random.key(0), _tokens())
+        Transformer(**TINY, positions="alibi").init(key, _tokens())
+    with pytest.raises(errors.InputError, match="argument 'norm'"):
+        Transformer(**TINY, norm="batchnorm").init(key, _tokens())
+    with pytest.raises(errors.InputError, match="argument 'x'.*max_len=16"):
+        Transformer(**TINY, positions="learned").init(key, _tokens((1, 17)))
+    with pytest.raises(errors.InputError, match="argument 'x'.*tokens \\[B, T\\]"):
+        Transformer(**TINY).init(key, _tokens((12,)))
 
 
 @pytest.fixture(scope="module")
@@ -76,9 +101,11 @@ def pattern():
     return seq[:, :-1].astype(np.int32), seq[:, 1:].astype(np.int32)
 
 
-def test_fit_learns_a_pattern_and_bits_per_byte_follow_the_loss(pattern):
+@pytest.mark.parametrize("positions", ["rope", "learned"])
+def test_fit_learns_a_pattern_and_bits_per_byte_follow_the_loss(pattern, positions):
     x, y = pattern
-    trainer = jdl.Trainer(Transformer(**TINY), loss="sparse_categorical_crossentropy",
+    trainer = jdl.Trainer(Transformer(**TINY, positions=positions),
+                          loss="sparse_categorical_crossentropy",
                           metrics=["accuracy", "bits_per_byte"], learning_rate=1e-2)
     state, history = trainer.fit(trainer.init(0, x[:1]), x, y, epochs=8, batch_size=16,
                                  verbose=0)

@@ -19,6 +19,14 @@ def _param(init: Any, names: tuple[str | None, ...]) -> Any:
     return nn.with_logical_partitioning(init, names)
 
 
+def _norm(kind: str, dtype: Any, param_dtype: Any, name: str) -> nn.Module:
+    scale = _param(nn.initializers.ones, ("embed",))
+    if kind == "rmsnorm":
+        return nn.RMSNorm(dtype=dtype, param_dtype=param_dtype, scale_init=scale, name=name)
+    return nn.LayerNorm(dtype=dtype, param_dtype=param_dtype, scale_init=scale,
+                        bias_init=_param(nn.initializers.zeros, ("embed",)), name=name)
+
+
 def rope(x: jax.Array, positions: jax.Array) -> jax.Array:
     """Rotary position embedding of x [B, T, H, D] at integer positions [T] (D even)."""
     half = x.shape[-1] // 2
@@ -36,6 +44,7 @@ class Block(nn.Module):
     mlp_dim: int
     dropout_rate: float = 0.0
     positions: str = "rope"
+    norm: str = "layernorm"
     dtype: Any = None
     param_dtype: Any = jnp.float32
 
@@ -44,10 +53,7 @@ class Block(nn.Module):
         batch, length, width = x.shape
         heads, head_dim = self.num_heads, width // self.num_heads
         dense = nn.initializers.lecun_normal()
-        norm = lambda name: nn.LayerNorm(dtype=self.dtype, param_dtype=self.param_dtype,
-                                         scale_init=_param(nn.initializers.ones, ("embed",)),
-                                         bias_init=_param(nn.initializers.zeros, ("embed",)),
-                                         name=name)
+        norm = lambda name: _norm(self.norm, self.dtype, self.param_dtype, name)
         h = norm("attention_norm")(x)
         qkv = nn.DenseGeneral((3, heads, head_dim), dtype=self.dtype,
                               param_dtype=self.param_dtype, use_bias=False,
@@ -77,26 +83,37 @@ class Block(nn.Module):
 class Transformer(nn.Module):
     """A decoder-only language model: tokens int [B, T] -> next-token logits float32 [B, T, V].
 
-    Causal self-attention (``jax.nn.dot_product_attention``), pre-norm LayerNorm blocks with
-    a GELU MLP, dropout in training, rotary (``positions="rope"``) or learned
-    (``"learned"``) positions, and an untied output projection. Every parameter carries
-    Flax logical axis names (``vocab``, ``embed``, ``heads``, ``kv``, ``mlp``), so
-    :data:`LOGICAL_RULES` (or your own) shards it over a mesh. ``remat=True``
-    recomputes each block's activations in the backward pass (less memory, same result).
+    Causal self-attention (``jax.nn.dot_product_attention``), pre-norm blocks
+    (``norm="layernorm"`` or ``"rmsnorm"``) with a GELU MLP, dropout in training, rotary
+    (``positions="rope"``) or learned (``"learned"``) positions. The output projection is
+    untied from the token embedding: its own ("embed", "vocab") kernel and bias, so
+    the two can shard differently and a small model's logits are not tied to its input
+    table. Every parameter carries Flax logical axis names (``vocab``, ``embed``,
+    ``heads``, ``kv``, ``mlp``, ``positions``), so :data:`LOGICAL_RULES` (or your own)
+    shards it over a mesh. ``remat=True`` recomputes each block's activations in the
+    backward pass (less memory, same result).
+
+    Any length T <= max_len works with the same parameters (generation calls it on a
+    growing prefix): position t's logits depend on tokens 0..t only.
 
     Attributes:
       vocab_size: tokens (256 for the byte-level corpus).
-      num_layers, num_heads, embed_dim, mlp_dim: the size (embed_dim divisible by heads).
-      max_len: the longest sequence (learned positions' table size; RoPE has no limit).
+      num_layers, num_heads, embed_dim, mlp_dim: the size (embed_dim divisible by heads;
+        with RoPE the head size embed_dim / num_heads must be even).
+      max_len: the longest sequence (the learned position table's size; RoPE itself has
+        no limit but the kit's sampler keeps to max_len).
       dropout_rate: dropout on the residual branches and embeddings.
       positions: "rope" or "learned".
+      norm: "layernorm" or "rmsnorm".
       remat: rematerialize each block.
       dtype: computation dtype (e.g. ``jnp.bfloat16``); param_dtype: parameters' (float32).
+        The logits come back float32 either way.
 
     Example::
 
         model = Transformer(vocab_size=256, num_layers=4, num_heads=4, embed_dim=256,
                             mlp_dim=1024, max_len=128)
+        variables = model.init(jax.random.key(0), jnp.zeros((1, 128), jnp.int32))
         logits = model.apply(variables, tokens)            # [B, T, 256] float32
     """
 
@@ -108,20 +125,43 @@ class Transformer(nn.Module):
     max_len: int = 128
     dropout_rate: float = 0.0
     positions: str = "rope"
+    norm: str = "layernorm"
     remat: bool = False
     dtype: Any = None
     param_dtype: Any = jnp.float32
 
-    @nn.compact
-    def __call__(self, tokens: jax.Array, train: bool = False) -> jax.Array:
-        if self.positions not in ("rope", "learned") or self.embed_dim % self.num_heads:
-            from jaxdl import errors  # only the error helpers: models stay free of training
+    def _check(self, tokens: jax.Array) -> None:
+        from jaxdl import errors  # only the error helpers: models stay free of training code
 
-            if self.positions not in ("rope", "learned"):
-                raise errors.unknown_name("positions", "position encoding", self.positions,
-                                          ["rope", "learned"])
+        if self.positions not in ("rope", "learned"):
+            raise errors.unknown_name("positions", "position encoding", self.positions,
+                                      ["rope", "learned"])
+        if self.norm not in ("layernorm", "rmsnorm"):
+            raise errors.unknown_name("norm", "normalization", self.norm,
+                                      ["layernorm", "rmsnorm"])
+        if self.embed_dim % self.num_heads:
             raise errors.input_error("embed_dim", f"a multiple of num_heads={self.num_heads}",
                                      str(self.embed_dim), "pick embed_dim = heads x head size")
+        if self.positions == "rope" and (self.embed_dim // self.num_heads) % 2:
+            raise errors.input_error("embed_dim", "an even head size embed_dim / num_heads "
+                                     "for rotary positions",
+                                     f"{self.embed_dim} / {self.num_heads} = "
+                                     f"{self.embed_dim // self.num_heads}",
+                                     "pick an even head size, or positions='learned'")
+        if tokens.ndim != 2:
+            raise errors.input_error("x", "integer tokens [B, T]",
+                                     f"inputs of shape {tokens.shape}",
+                                     "pass a [batch, length] array of token ids")
+        if self.positions == "learned" and tokens.shape[1] > self.max_len:
+            raise errors.input_error("x", f"sequences of at most max_len={self.max_len} "
+                                     "tokens (learned positions)",
+                                     f"length {tokens.shape[1]}",
+                                     "raise max_len, use positions='rope', or feed the last "
+                                     "max_len tokens")
+
+    @nn.compact
+    def __call__(self, tokens: jax.Array, train: bool = False) -> jax.Array:
+        self._check(tokens)
         tokens = tokens.astype(jnp.int32)
         x = nn.Embed(self.vocab_size, self.embed_dim, dtype=self.dtype,
                      param_dtype=self.param_dtype,
@@ -133,14 +173,12 @@ class Transformer(nn.Module):
                                (self.max_len, self.embed_dim), self.param_dtype)
             x = x + table[None, : tokens.shape[1]].astype(x.dtype)
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+        # static_argnums=(2,): `train` picks Python branches (dropout), so it stays static.
         block = nn.remat(Block, static_argnums=(2,)) if self.remat else Block
         for i in range(self.num_layers):
             x = block(self.num_heads, self.mlp_dim, self.dropout_rate, self.positions,
-                      self.dtype, self.param_dtype, name=f"block_{i}")(x, train)
-        x = nn.LayerNorm(dtype=self.dtype, param_dtype=self.param_dtype,
-                         scale_init=_param(nn.initializers.ones, ("embed",)),
-                         bias_init=_param(nn.initializers.zeros, ("embed",)),
-                         name="final_norm")(x)
+                      self.norm, self.dtype, self.param_dtype, name=f"block_{i}")(x, train)
+        x = _norm(self.norm, self.dtype, self.param_dtype, "final_norm")(x)
         logits = nn.Dense(self.vocab_size, dtype=self.dtype, param_dtype=self.param_dtype,
                           kernel_init=_param(nn.initializers.lecun_normal(),
                                              ("embed", "vocab")),
