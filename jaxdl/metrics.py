@@ -157,12 +157,19 @@ def _absolute_error(outputs, labels):
     return jnp.mean(jnp.abs(outputs - _flat(labels).reshape(outputs.shape)), axis=1)
 
 
-def _bits_per_token(outputs, labels):
-    # Cross-entropy in bits, averaged over an example's tokens: for a byte-level language
-    # model (outputs [B, T, 256], labels [B, T]) that is bits per byte.
+def _bits_per_token_stats(outputs, labels, mask):
+    # Sums over tokens, not means over rows: bits per byte of a byte-level language model
+    # (outputs [B, T, 256], labels [B, T]) is the mean over every unmasked token, also when
+    # batches of different lengths are merged.
     labels = labels.reshape(outputs.shape[:-1]).astype(jnp.int32)
     nats = optax.losses.softmax_cross_entropy_with_integer_labels(outputs, labels)
-    return nats.reshape(nats.shape[0], -1).mean(axis=1) / np.log(2.0)
+    nats = nats.reshape(nats.shape[0], -1).astype(jnp.float32)
+    mask = mask.astype(jnp.float32)
+    return (jnp.sum(nats * mask[:, None]), jnp.sum(mask) * nats.shape[1])
+
+
+def _bits_result(stats):
+    return _ratio(stats) / np.log(2.0)
 
 
 def _build(name: str, task: str) -> Metric:
@@ -176,7 +183,7 @@ def _build(name: str, task: str) -> Metric:
     if name == "auc" and task == "binary":
         return Metric("auc", _auc_stats, _auc_result)
     if name in ("bits_per_byte", "bpb") and task == "multiclass":
-        return mean_metric(name, _bits_per_token)
+        return Metric(name, _bits_per_token_stats, _bits_result)
     if name == "mse":
         return mean_metric("mse", _squared_error)
     if name == "mae":

@@ -108,3 +108,15 @@ def test_sequence_accuracy_and_bits_per_byte_count_every_unmasked_token():
                                                                   rel=1e-5)
     with pytest.raises(ValueError, match="argument 'metrics'.*bits_per_byte"):
         metrics.get("bits_per_byte", "regression")
+
+
+def test_bits_per_byte_weighs_tokens_when_lengths_differ():
+    # A batch of 6-token rows merged with one of 2-token rows: every token counts once.
+    long, short = np.zeros((2, 6, 4), np.float32), np.zeros((3, 2, 4), np.float32)
+    short[..., 0] = 10.0  # confident and right: ~0 nats per token
+    metric = metrics.get("bits_per_byte", "multiclass")
+    stats = metrics.merge(metric.stats(long, np.zeros((2, 6), np.int32), jnp.ones(2)),
+                          metric.stats(short, np.zeros((3, 2), np.int32), jnp.ones(3)))
+    uniform_bits = np.log(4) / np.log(2)
+    expected = (12 * uniform_bits + 6 * float(np.log1p(3 * np.exp(-10.0))) / np.log(2)) / 18
+    assert float(metric.result(stats)) == pytest.approx(expected, rel=1e-5)
