@@ -19,6 +19,8 @@ from jaxdl.default_config import get_config as reference
 
 def get_config():
     c = reference()
+    # max_bytes / eval_bytes: 128-byte windows worth that many bytes, spread evenly over
+    # every file of the split (the first 2 MB alone would be a few packages' style).
     c.data = ml_collections.ConfigDict(dict(
         name="text", seq_len=128, stride=0, max_bytes=2_000_000, eval_bytes=262_144,
         records="", pipeline="auto", images=False, val_fraction=0.0, test_fraction=0.0,

@@ -256,12 +256,18 @@ def _load_text(config: ml_collections.ConfigDict) -> RunData:
 
     data_cfg = config.data
     seq_len = data_cfg.get("seq_len", 128)
-    stride = data_cfg.get("stride", 0) or None
     splits = []
     for split in ("train", "val", "test"):
-        corpus = text.load_corpus(split, data_cfg.get("max_bytes", 0) or None
-                                  if split == "train" else data_cfg.get("eval_bytes", 0) or None)
-        splits += list(text.windows(corpus, seq_len, stride if split == "train" else None))
+        corpus = text.load_corpus(split)
+        cap = data_cfg.get("max_bytes" if split == "train" else "eval_bytes", 0)
+        stride = (data_cfg.get("stride", 0) or None) if split == "train" else None
+        if cap:  # that many bytes of windows, spread evenly over every file of the split
+            count = max(1, cap // seq_len)
+            stride = max(seq_len, (len(corpus) - 1 - seq_len) // count)
+            splits += list(text.windows(corpus, seq_len, stride, count=min(
+                count, text.num_windows(len(corpus), seq_len, stride))))
+        else:
+            splits += list(text.windows(corpus, seq_len, stride))
     return RunData(*splits)
 
 
