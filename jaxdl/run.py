@@ -582,7 +582,6 @@ def restore_from_workdir(workdir: str | Path):
                                  "(with config.json)", str(workdir),
                                  "pass the --workdir of a training run")
     config = ml_collections.ConfigDict(json.loads(config_file.read_text()))
-    trainer = build_trainer(config, steps_per_epoch=1)
     members = population_settings(config)
     with checkpoint.Checkpointer(workdir / "checkpoints", keep=1000) as ckpt:
         meta = None
@@ -593,6 +592,13 @@ def restore_from_workdir(workdir: str | Path):
         if meta is None and not ckpt.steps:
             raise errors.input_error("--workdir", f"a checkpoint under {ckpt.directory}",
                                      "none", "train first: jaxdl train --workdir DIR")
+        # The run's own steps per epoch: its schedule (warm-up, decay) is rebuilt as trained.
+        steps_per_epoch = 1
+        if meta and meta.get("num_examples") and meta.get("batch_size"):
+            from jaxdl.data import arrays
+
+            steps_per_epoch = arrays.steps_per_epoch(meta["num_examples"], meta["batch_size"])
+        trainer = build_trainer(config, steps_per_epoch=steps_per_epoch)
         shape = meta["num_features"] if meta else [1]
         dtype = meta.get("input_dtype", "float32") if meta else "float32"
         abstract = trainer.abstract_state(
