@@ -8,8 +8,14 @@ with a warm-up cosine schedule; validation bits per byte every epoch.
     jaxdl train --config experiments/charlm.py --workdir /tmp/charlm
     jaxdl sample --workdir /tmp/charlm --prompt "def " --length 200
 
-Result on the 2-core CPU machine: see the README's experiments table (validation bits
-per byte beside the unigram baseline of the same split).
+Result on the 2-core CPU machine (2026-11-27, cold compilation cache): validation
+1.87 / 1.59 / 1.51 bits per byte after epochs 1 / 2 / 3 (the unigram baseline of the val
+split under the train split's byte frequencies: 4.83), test 1.72 (unigram 4.66);
+1,465 steps of 32 x 128 bytes, 1,064 s of training, 1,083 s wall. A sample at
+temperature 0.7 after "def ":
+
+    def __init__(self, errors):
+            """Return a single insrally with more the process the file operating argument.
 """
 
 import ml_collections

@@ -119,10 +119,18 @@ def mesh_spec(config: ml_collections.ConfigDict) -> dict[str, int] | None:
     return None if all(v == 1 for v in sizes.values()) else sizes
 
 
-def build_trainer(config: ml_collections.ConfigDict, steps_per_epoch: int):
-    """The Trainer an experiment config describes (model, loss, metrics, optimizer, mesh)."""
+def build_trainer(config: ml_collections.ConfigDict, steps_per_epoch: int | None):
+    """The Trainer an experiment config describes (model, loss, metrics, optimizer, mesh).
+
+    ``steps_per_epoch`` sizes the learning-rate schedule; None when it is not known
+    (inspecting a config without its data): any length past the warm-up will do, since
+    the schedule shapes no array.
+    """
     from jaxdl.trainer import Trainer
 
+    if steps_per_epoch is None:
+        warmup = config.get("optimizer", {}).get("warmup_steps", 0) or 0
+        steps_per_epoch = warmup // max(config.epochs, 1) + 1
     strategy = config.get("strategy", "auto")
     if strategy not in STRATEGIES:
         raise errors.unknown_name("--config.strategy", "strategy", strategy, list(STRATEGIES))

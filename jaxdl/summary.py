@@ -96,7 +96,7 @@ def preflight_of(config: ml_collections.ConfigDict, *, compile_step: bool = True
             images = x.reshape(len(x), 8, 8, 1) if config.data.get("images", False) else x
             data_bytes = int(x.nbytes + y.nbytes)
         _check_device_count(config)
-        trainer = run.build_trainer(config, steps_per_epoch=1)
+        trainer = run.build_trainer(config, steps_per_epoch=None)
         members = run.population_settings(config)
         report = preflight(trainer, images[:1], config.batch_size, sample_y=y[:1],
                            compile_step=compile_step, large_bytes=large_bytes,
