@@ -44,6 +44,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from flax import linen as nn  # noqa: E402
+from timing import log, timed  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 # Benchmark the checkout this file lives in, even when another jaxdl is installed in the venv.
@@ -65,10 +66,6 @@ TARGETS = {  # (field, comparison, bound) from the brief of this benchmark
 }
 
 
-def log(*args):
-    print(*args, file=sys.stderr, flush=True)
-
-
 def note_failure(what, exc):
     """Turns an exception into a one-line note; the traceback goes to stderr for debugging."""
     if isinstance(exc, ImportError):
@@ -83,14 +80,7 @@ def steps_per_epoch(n):
     return -(-n // BATCH_SIZE)  # the last partial batch is a step too, as in Keras and PyTorch
 
 
-def median_time(run, repeats):
-    """Median wall time of `run()` over `repeats` calls; `run` must block until its work is done."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+median_time = timed  # benchmarks/timing.py: `run` must block until its work is done
 
 
 # ----------------------------------------------------------------------------------------- data
