@@ -47,12 +47,17 @@ def _ratio(stats: Stats) -> jax.Array:
     return total / jnp.maximum(count, 1e-12)
 
 
+def mean_stats(values: jax.Array, mask: jax.Array) -> Stats:
+    """Statistics of a masked mean of per-example ``values`` [B]: (sum, count)."""
+    values = values.astype(jnp.float32)
+    return (jnp.sum(values * mask), jnp.sum(mask).astype(jnp.float32))
+
+
 def mean_metric(name: str, per_example: Callable[[jax.Array, jax.Array], jax.Array]) -> Metric:
     """A metric that is the masked mean of a per-example value ``fn(outputs, labels) -> [B]``."""
 
     def stats(outputs, labels, mask):
-        values = per_example(outputs, labels).astype(jnp.float32)
-        return (jnp.sum(values * mask), jnp.sum(mask).astype(jnp.float32))
+        return mean_stats(per_example(outputs, labels), mask)
 
     return Metric(name, stats, _ratio)
 

@@ -247,7 +247,11 @@ def make_train_step(
             outputs, model_state = apply(params, model_state, x, True, key)
             per_example = loss.per_example(outputs, y)
             value = scale * jnp.sum(per_example * mask) / jnp.maximum(count, 1e-12)
-            return value, (model_state, _stats(reported, outputs, y, mask))
+            # The "loss" statistics from the per-example loss just computed: recomputing
+            # it from the outputs cost a byte-level LM 10 % of its step on XLA:CPU.
+            stats = {reported[0].name: metrics_lib.mean_stats(per_example, mask),
+                     **_stats(reported[1:], outputs, y, mask)}
+            return value, (model_state, stats)
 
         grad_fn = jax.value_and_grad(objective, has_aux=True)
         if grad_accum_steps == 1:
