@@ -12,10 +12,10 @@ Result on the 2-core CPU machine (2026-11-27, cold compilation cache): validatio
 1.87 / 1.59 / 1.51 bits per byte after epochs 1 / 2 / 3 (the unigram baseline of the val
 split under the train split's byte frequencies: 4.83), test 1.72 (unigram 4.66);
 1,465 steps of 32 x 128 bytes, 1,064 s of training, 1,083 s wall. A sample at
-temperature 0.7 after "def ":
+temperature 0.7 after "def " (its docstring quotes written as '''):
 
     def __init__(self, errors):
-            """Return a single insrally with more the process the file operating argument.
+            '''Return a single insrally with more the process the file operating argument.
 """
 
 import ml_collections

@@ -281,3 +281,11 @@ def test_population_hparams_is_a_free_form_group():
     assert whole.population.hparams.to_dict() == {"weight_decay": [0.0, 1e-4]}
     with pytest.raises(InputError, match="a dict literal"):
         config_lib.apply_overrides(base, {"population.hparams": "[1, 2]"})
+
+
+@pytest.mark.parametrize("path", sorted((pathlib.Path(__file__).parent.parent / "experiments")
+                                        .glob("*.py")), ids=lambda p: p.name)
+def test_every_experiment_config_loads(path):
+    config = config_lib.load_config(path)
+    assert isinstance(config, ml_collections.ConfigDict) and config.epochs >= 1
+    assert config.model.name and config.loss
