@@ -24,6 +24,7 @@ import jax
 import numpy as np
 
 from jaxdl import errors
+from jaxdl import metrics as metrics_lib
 from jaxdl import optim as optim_lib
 from jaxdl.state import TrainState
 
@@ -106,8 +107,7 @@ class _Monitor(Callback):
             raise errors.input_error("mode", "'auto', 'min' or 'max'", repr(mode),
                                      "use 'min' for losses and errors, 'max' for accuracies")
         if mode == "auto":
-            mode = "max" if any(k in monitor for k in ("acc", "auc", "f1", "precision",
-                                                        "recall")) else "min"
+            mode = metrics_lib.mode(monitor)
         self.monitor, self.mode, self.min_delta = monitor, mode, abs(min_delta)
         self.best = math.inf if mode == "min" else -math.inf
 

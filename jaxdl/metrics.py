@@ -42,6 +42,15 @@ class Metric(NamedTuple):
     result: Callable[[Stats], jax.Array]
 
 
+# Metric names that are better when higher; everything else (losses, errors) is minimized.
+HIGHER_IS_BETTER = ("acc", "auc", "f1", "precision", "recall")
+
+
+def mode(name: str) -> str:
+    """"max" for accuracy-like names (``val_accuracy``, ``auc``...), "min" for the rest."""
+    return "max" if any(k in name for k in HIGHER_IS_BETTER) else "min"
+
+
 def _ratio(stats: Stats) -> jax.Array:
     total, count = stats
     return total / jnp.maximum(count, 1e-12)

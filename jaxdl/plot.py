@@ -35,8 +35,6 @@ if TYPE_CHECKING:
 
 _SPLITS = ("train", "val")
 _RECORD_KEYS = ("step", "epoch", "split", "member")
-# Names where higher is better, as jaxdl.callbacks decides "auto" mode.
-_HIGHER_IS_BETTER = ("acc", "auc", "f1", "precision", "recall")
 _FORMATS = (".png", ".svg", ".pdf")
 _DPI = 120
 
@@ -161,10 +159,11 @@ def best_member(run: Run) -> int | None:
         return None
     if run.best is not None:
         return run.best
+    from jaxdl import metrics  # only here: drawing needs no jax otherwise
     for split in ("val", "train"):
         logged = dict.fromkeys(k for m in members for k in run.series.get((split, m), {}))
         candidates = [k for k in logged if k == "loss"] + [
-            k for k in logged if any(h in k for h in _HIGHER_IS_BETTER)]
+            k for k in logged if metrics.mode(k) == "max"]
         for metric in candidates:
             finals = np.array([_final(run.series.get((split, m), {}).get(metric))
                                for m in members])

@@ -175,14 +175,6 @@ def expand(spec: Mapping[str, Any], population: int, seed: int = 0) -> dict[str,
     return out
 
 
-MAX_MODE_WORDS = ("acc", "auc", "f1", "precision", "recall", "r2")
-
-
-def metric_mode(metric: str) -> str:
-    """"max" for accuracy-like names, "min" for losses and errors."""
-    return "max" if any(k in metric for k in MAX_MODE_WORDS) else "min"
-
-
 class Best(NamedTuple):
     """The member :func:`best` picked."""
 
@@ -215,7 +207,9 @@ def best(state: TrainState, history: Mapping[str, Any], metric: str = "val_loss"
         raise errors.input_error("history", "the history of a population's fit (per epoch, "
                                  "one value per member)", f"values of shape {values.shape}",
                                  "pass the history fit returned for this population state")
-    mode = metric_mode(metric) if mode == "auto" else mode
+    from jaxdl import metrics
+
+    mode = metrics.mode(metric) if mode == "auto" else mode
     if mode not in ("min", "max"):
         raise errors.input_error("mode", "'min', 'max' or 'auto'", repr(mode), "pass mode='min'")
     if judge not in ("last", "best"):
