@@ -15,11 +15,36 @@ class JaxdlError(Exception):
     """Base of the kit's own errors (the CLI turns them into exit code 2)."""
 
 
-class InputError(JaxdlError, ValueError):
+class _ArgumentError(JaxdlError):
+    """An error about one argument, with its parts kept as data.
+
+    ``argument``, ``expected``, ``given`` and ``fix`` are None for an error raised with a
+    free-form message; :meth:`renamed` lets a caller (the CLI, a wrapper) restate the
+    argument in its own terms without parsing the message.
+    """
+
+    def __init__(self, text: str, *, argument: str | None = None, expected: str | None = None,
+                 given: str | None = None, fix: str | None = None):
+        super().__init__(text)
+        self.argument, self.expected, self.given, self.fix = argument, expected, given, fix
+
+    @classmethod
+    def of(cls, argument: str, expected: str, given: str, fix: str) -> _ArgumentError:
+        return cls(message(argument, expected, given, fix), argument=argument,
+                   expected=expected, given=given, fix=fix)
+
+    def renamed(self, argument: str) -> _ArgumentError:
+        """The same error about ``argument`` (itself when it has no parts to restate)."""
+        if self.argument is None:
+            return self
+        return type(self).of(argument, self.expected, self.given, self.fix)
+
+
+class InputError(_ArgumentError, ValueError):
     """A value is unusable: wrong shape, range, content or name."""
 
 
-class InputTypeError(JaxdlError, TypeError):
+class InputTypeError(_ArgumentError, TypeError):
     """A value has the wrong type."""
 
 
@@ -52,12 +77,12 @@ def message(argument: str, expected: str, given: str, fix: str) -> str:
 
 def input_error(argument: str, expected: str, given: str, fix: str) -> InputError:
     """Builds (does not raise) an :class:`InputError` in the kit's message shape."""
-    return InputError(message(argument, expected, given, fix))
+    return InputError.of(argument, expected, given, fix)
 
 
 def type_error(argument: str, expected: str, given: str, fix: str) -> InputTypeError:
     """Builds (does not raise) an :class:`InputTypeError` in the kit's message shape."""
-    return InputTypeError(message(argument, expected, given, fix))
+    return InputTypeError.of(argument, expected, given, fix)
 
 
 def unknown_name(argument: str, kind: str, name: Any, known: list[str],

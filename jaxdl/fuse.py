@@ -23,8 +23,6 @@ from jaxdl import metrics as metrics_lib
 from jaxdl.data import arrays
 from jaxdl.step import Batch
 
-Plan = dict[str, jax.Array]
-
 
 def gather(data: dict[str, jax.Array], idx: jax.Array, mask: jax.Array) -> Batch:
     """The batch of rows ``idx`` [B] of on-device ``data``, with its padding ``mask`` [B]."""
@@ -72,6 +70,62 @@ def make_evaluate(
     return evaluate
 
 
+def _with_active(train_step: Callable[..., Any], freeze_nonfinite: bool) -> Callable[..., Any]:
+    """A population's step on ``(state, active)``: members that stopped keep their state;
+    with ``freeze_nonfinite`` a member whose step was non-finite stops right there."""
+    def step_fn(carried, batch):
+        state, active = carried
+        state, stats = train_step(state, batch, active)
+        if freeze_nonfinite:
+            active = active & (stats["nonfinite"]["count"] == 0)
+        return (state, active), stats
+
+    return step_fn
+
+
+def _epoch_fn(step_fn: Callable[..., Any], data: Any, validation: Callable[[Any], Any],
+              results: Callable[[dict[str, Any]], dict[str, jax.Array]], *, n: int,
+              batch_size: int, num_steps: int, ragged_steps: bool) -> Callable[..., Any]:
+    """``one_epoch(carry, (rows, (first_step, real)))``: steps ``[first, first + S)`` of an
+    epoch, then its results, validation (at the epoch's end) and non-finite records."""
+    steps_in_epoch = arrays.steps_per_epoch(n, batch_size)
+
+    def one_step(carry, row):
+        state, acc = carry
+        if data is None:
+            batch = {**row["idx"], "mask": row["mask"]}
+        else:
+            batch = gather(data, row["idx"], row["mask"])
+        if ragged_steps:
+            skip = lambda s, b: (s, metrics_lib.empty(
+                jax.eval_shape(lambda s, b: step_fn(s, b)[1], s, b)))
+            state, stats = jax.lax.cond(row["valid"], step_fn, skip, state, batch)
+        else:
+            state, stats = step_fn(state, batch)
+        return (state, metrics_lib.merge(acc, stats)), None
+
+    def one_epoch(carry, row):
+        state, acc = carry
+        rows, (first, _) = row
+        step_ids = first + jnp.arange(num_steps)
+        steps = {"idx": rows,
+                 "mask": jax.vmap(lambda s: arrays.row_mask(n, batch_size, s))(step_ids),
+                 "valid": step_ids < steps_in_epoch}
+        acc = jax.tree.map(lambda a, e: jnp.where(first == 0, e, a), acc,
+                           metrics_lib.empty(acc))
+        if num_steps == 1:
+            (state, acc), _ = one_step((state, acc), _first(steps))
+        else:
+            (state, acc), _ = jax.lax.scan(one_step, (state, acc), steps)
+        val_shapes = jax.eval_shape(validation, state)
+        val = jax.lax.cond(first + num_steps >= steps_in_epoch, validation,
+                           lambda s: jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype),
+                                                  val_shapes), state)
+        return (state, acc), (results(acc), val, acc.get("nonfinite", {}))
+
+    return one_epoch
+
+
 def make_train_block(
     train_step: Callable[..., tuple[Any, dict[str, Any]]],
     reported: Sequence[metrics_lib.Metric],
@@ -105,56 +159,19 @@ def make_train_block(
         if active is None:
             step_fn, carried, state_of = train_step, state, lambda c: c
         else:  # a population: the active mask rides along with the state
-            def step_fn(carried, batch):
-                state, active = carried
-                state, stats = train_step(state, batch, active)
-                if freeze_nonfinite:
-                    active = active & (stats["nonfinite"]["count"] == 0)
-                return (state, active), stats
-
+            step_fn = _with_active(train_step, freeze_nonfinite)
             carried, state_of = (state, active), lambda c: c[0]
-        # data=None: the host feeds the batches themselves ({"x", "y"} [E, S, B, ...]) in
-        # place of ``idx`` (data too large to replicate, or a multi-host run).
-        n = num_examples if data is None else jax.tree.leaves(data)[0].shape[0]
-        steps_in_epoch = arrays.steps_per_epoch(n, batch_size)
-
-        def one_step(carry, row):
-            state, acc = carry
-            if data is None:
-                batch = {**row["idx"], "mask": row["mask"]}
-            else:
-                batch = gather(data, row["idx"], row["mask"])
-            if ragged_steps:
-                skip = lambda s, b: (s, metrics_lib.empty(
-                    jax.eval_shape(lambda s, b: step_fn(s, b)[1], s, b)))
-                state, stats = jax.lax.cond(row["valid"], step_fn, skip, state, batch)
-            else:
-                state, stats = step_fn(state, batch)
-            return (state, metrics_lib.merge(acc, stats)), None
 
         def validation(carried):
             if val_data is None or evaluate is None:
                 return {}
             return evaluate(state_of(carried), val_data, val_plan)
 
-        def one_epoch(carry, row):
-            state, acc = carry
-            rows, (first, _) = row
-            step_ids = first + jnp.arange(num_steps)
-            steps = {"idx": rows,
-                     "mask": jax.vmap(lambda s: arrays.row_mask(n, batch_size, s))(step_ids),
-                     "valid": step_ids < steps_in_epoch}
-            acc = jax.tree.map(lambda a, e: jnp.where(first == 0, e, a), acc,
-                               metrics_lib.empty(acc))
-            if num_steps == 1:
-                (state, acc), _ = one_step((state, acc), _first(steps))
-            else:
-                (state, acc), _ = jax.lax.scan(one_step, (state, acc), steps)
-            val_shapes = jax.eval_shape(validation, state)
-            val = jax.lax.cond(first + num_steps >= steps_in_epoch, validation,
-                               lambda s: jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype),
-                                                      val_shapes), state)
-            return (state, acc), (results(acc), val, acc.get("nonfinite", {}))
+        # data=None: the host feeds the batches themselves ({"x", "y"} [E, S, B, ...]) in
+        # place of ``idx`` (data too large to replicate, or a multi-host run).
+        n = num_examples if data is None else jax.tree.leaves(data)[0].shape[0]
+        one_epoch = _epoch_fn(step_fn, data, validation, results, n=n, batch_size=batch_size,
+                              num_steps=num_steps, ragged_steps=ragged_steps)
 
         def maybe_epoch(carry, row):
             if not ragged_epochs:

@@ -10,18 +10,22 @@ examples. ``stats`` maps metric names (always ``"loss"`` first) to additive
 statistics (see :mod:`jaxdl.metrics`). The steps read no globals, print nothing
 and never leave the device; randomness is ``fold_in(state.rng, state.step)``.
 
-For big models: ``precision="bfloat16"`` computes in bfloat16 with float32
-parameters and optimizer state (see :mod:`jaxdl.precision`), and
-``grad_accum_steps=k`` runs the forward/backward pass over k micro-batches of
-B/k rows in a ``lax.scan`` and applies one update, equal to the update of the
-whole batch: only one micro-batch's activations are alive at a time.
+Features wrap the step rather than add flags to it. :func:`make_train_step` composes:
+
+    objective_grad        value and gradients of the loss, normalized by a given Norm
+    accumulate_gradients  k micro-batches in a lax.scan, one update (grad_accum_steps)
+    batch_mean/spmd_mean  the Norm of one batch, or of a global batch with collectives
+    apply_update          the optimizer step; nonfinite.guard wraps it (nan_policy)
+    base_step             train_step(state, batch): augment, gradients, update
+
+and ``precision="bfloat16"`` wraps the model's apply (:mod:`jaxdl.precision`).
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -29,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxdl import errors
+from jaxdl import errors, nonfinite
 from jaxdl import losses as losses_lib
 from jaxdl import metrics as metrics_lib
 from jaxdl import precision as precision_lib
@@ -37,6 +41,9 @@ from jaxdl.state import TrainState
 
 Batch = dict[str, jax.Array]
 Augment = Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
+# (params, model_state, batch, key[, norm]) -> ((value, (model_state, stats)), grads)
+GradFn = Callable[..., Any]
+AxisName = str | tuple[str, ...]
 
 
 def mode_argument(model: nn.Module) -> str | None:
@@ -134,48 +141,174 @@ def split_micro_batches(tree: Any, grad_accum_steps: int) -> Any:
         lambda a: jnp.swapaxes(a.reshape(a.shape[0] // k, k, *a.shape[1:]), 0, 1), tree)
 
 
-def accumulate_gradients(grad_fn: Callable[..., Any], params: Any, model_state: Any,
-                         batch: Any, key: jax.Array, grad_accum_steps: int,
-                         axis_name: str | tuple[str, ...] | None = None) -> Any:
-    """Sums ``grad_fn`` over micro-batches with a ``lax.scan``: one micro-batch alive at a time.
+class Norm(NamedTuple):
+    """A batch's loss is ``scale * sum(loss * mask) / count``, ``count`` its real examples.
+
+    Made once per batch, before any micro-batch split (SPMD: see :func:`spmd_mean`)."""
+
+    scale: float | jax.Array
+    count: jax.Array
+
+
+def objective_grad(apply: Callable[..., Any], loss: losses_lib.Loss,
+                   reported: Sequence[metrics_lib.Metric]) -> GradFn:
+    """The base gradient function of a training step.
 
     Args:
-      grad_fn: ``(params, model_state, batch, key) -> ((value, (model_state, stats)), grads)``
-        (a ``jax.value_and_grad(..., has_aux=True)``) whose value is already normalized
-        by the whole batch's example count, so the sums are the whole batch's.
-      params, model_state: the model state is threaded through the micro-batches (batch
-        statistics are updated once per micro-batch).
-      batch: a pytree of [B, ...] arrays; see :func:`split_micro_batches`.
-      key: micro-batch i uses ``fold_in(key, i)``.
-      grad_accum_steps: k, dividing B.
-      axis_name: inside ``shard_map``, the axes the batch is split over: the sums start
-        as values that vary over them (the scan's carry types must match).
+      apply: ``apply(params, model_state, x, train, rng)`` from :func:`make_apply`.
+      loss: the loss whose per-example values are averaged.
+      reported: :func:`reported_metrics`, ``loss`` first.
 
     Returns:
-      The same structure as ``grad_fn``'s: summed value, last model state, merged
-      metric statistics, and gradients summed in float32 (cast to the parameters' dtypes).
+      ``grad_fn(params, model_state, (x [B, ...], y [B, ...], mask [B]), key, norm)
+      -> ((value [] float32, (model_state, stats)), grads)``: the loss normalized by
+      ``norm``, the model's new state, the metrics' additive statistics, and the
+      gradients with respect to ``params``.
     """
-    micro = split_micro_batches(batch, grad_accum_steps)
-    first = jax.tree.map(lambda a: a[0], micro)
-    (_, (_, stats_spec)), _ = jax.eval_shape(grad_fn, params, model_state, first, key)
 
-    def body(carry, inputs):
-        grads, value, model_state, stats = carry
-        i, batch = inputs
-        (v, (model_state, s)), g = grad_fn(params, model_state, batch,
-                                           jax.random.fold_in(key, i))
-        grads = jax.tree.map(lambda a, b: a + b.astype(a.dtype), grads, g)
-        return (grads, value + v, model_state, metrics_lib.merge(stats, s)), None
+    def objective(params, model_state, batch, key, norm):
+        x, y, mask = batch
+        outputs, model_state = apply(params, model_state, x, True, key)
+        per_example = loss.per_example(outputs, y)
+        value = norm.scale * jnp.sum(per_example * mask) / jnp.maximum(norm.count, 1e-12)
+        # The "loss" statistics from the per-example loss just computed: recomputing
+        # it from the outputs cost a byte-level LM 10 % of its step on XLA:CPU.
+        stats = {reported[0].name: metrics_lib.mean_stats(per_example, mask),
+                 **_stats(reported[1:], outputs, y, mask)}
+        return value, (model_state, stats)
 
-    zeros = jax.tree.map(
-        lambda p: jnp.zeros(p.shape, jnp.promote_types(p.dtype, jnp.float32)), params)
-    init = (zeros, jnp.zeros((), jnp.float32), model_state, metrics_lib.empty(stats_spec))
-    if axis_name is not None:
-        init = jax.lax.pcast(init, axis_name, to="varying")
-    (grads, value, model_state, stats), _ = jax.lax.scan(
-        body, init, (jnp.arange(grad_accum_steps), micro))
-    grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, params)
-    return (value, (model_state, stats)), grads
+    return jax.value_and_grad(objective, has_aux=True)
+
+
+def accumulate_gradients(grad_fn: GradFn, grad_accum_steps: int,
+                         axis_name: AxisName | None = None) -> GradFn:
+    """Wraps ``grad_fn`` to sum it over micro-batches in a ``lax.scan``.
+
+    Only one micro-batch's activations are alive at a time. The :class:`Norm` is the
+    whole batch's, so the sums of the values and gradients are the whole batch's.
+
+    Args:
+      grad_fn: ``(params, model_state, batch, key, norm) -> ((value, (model_state,
+        stats)), grads)``, e.g. :func:`objective_grad`.
+      grad_accum_steps: k; the batch's [B, ...] leaves split into k micro-batches
+        (:func:`split_micro_batches`; :func:`check_micro_batches` at trace time).
+      axis_name: inside an SPMD step, the axes the batch is split over: the sums start
+        as values varying over them (the scan's carry types must match).
+
+    Returns:
+      A ``grad_fn`` of the same signature: micro-batch i uses ``fold_in(key, i)``, the
+      model state is threaded through the micro-batches; it returns the summed value,
+      the last model state, merged metric statistics, and gradients summed in float32
+      (cast to the parameters' dtypes).
+    """
+
+    def accumulated(params, model_state, batch, key, norm):
+        devices = 1 if axis_name is None else jax.lax.axis_size(axis_name)
+        check_micro_batches(batch[-1].shape[0], grad_accum_steps, devices)
+        micro = split_micro_batches(batch, grad_accum_steps)
+        first = jax.tree.map(lambda a: a[0], micro)
+        (_, (_, stats_spec)), _ = jax.eval_shape(grad_fn, params, model_state, first, key, norm)
+
+        def body(carry, inputs):
+            grads, value, model_state, stats = carry
+            i, batch = inputs
+            (v, (model_state, s)), g = grad_fn(params, model_state, batch,
+                                               jax.random.fold_in(key, i), norm)
+            grads = jax.tree.map(lambda a, b: a + b.astype(a.dtype), grads, g)
+            return (grads, value + v, model_state, metrics_lib.merge(stats, s)), None
+
+        zeros = jax.tree.map(
+            lambda p: jnp.zeros(p.shape, jnp.promote_types(p.dtype, jnp.float32)), params)
+        init = (zeros, jnp.zeros((), jnp.float32), model_state, metrics_lib.empty(stats_spec))
+        if axis_name is not None:
+            init = jax.lax.pcast(init, axis_name, to="varying")
+        (grads, value, model_state, stats), _ = jax.lax.scan(
+            body, init, (jnp.arange(grad_accum_steps), micro))
+        grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, params)
+        return (value, (model_state, stats)), grads
+
+    return accumulated
+
+
+def batch_mean(grad_fn: GradFn) -> GradFn:
+    """``grad_fn(params, model_state, batch, key)`` of the mean over the batch's real rows.
+
+    ``grad_fn`` takes a :class:`Norm` last; this passes the mask's sum (a padded last
+    batch counts only its real examples).
+    """
+
+    def mean(params, model_state, batch, key):
+        return grad_fn(params, model_state, batch, key, Norm(1.0, jnp.sum(batch[-1])))
+
+    return mean
+
+
+def spmd_mean(grad_fn: GradFn, axis_name: AxisName) -> GradFn:
+    """Like :func:`batch_mean`, for an SPMD step (``shard_map``, ``pmap``) over ``axis_name``.
+
+    The batch is this device's shard. The loss is normalized by the *global* example
+    count (a padded last batch with uneven shards stays exact); value, gradients and
+    floating model state (batch statistics) are averaged with ``lax.pmean`` and metric
+    statistics summed across the axes. The place for custom collectives.
+    """
+
+    def mean(params, model_state, batch, key):
+        # Local sum / global count, times the axis size so that pmean gives the mean.
+        norm = Norm(jax.lax.psum(1, axis_name), jax.lax.psum(jnp.sum(batch[-1]), axis_name))
+        (value, (model_state, stats)), grads = grad_fn(params, model_state, batch, key, norm)
+        grads, value = jax.lax.pmean((grads, value), axis_name)
+        model_state = jax.tree.map(
+            lambda a: jax.lax.pmean(a, axis_name)
+            if jnp.issubdtype(a.dtype, jnp.floating) else a, model_state)
+        return (value, (model_state, jax.lax.psum(stats, axis_name))), grads
+
+    return mean
+
+
+def apply_update(tx: optax.GradientTransformation) -> nonfinite.Update:
+    """``update(state, result) -> (new_state, stats)``: one optimizer step, ``step + 1``.
+
+    ``result``: a gradient function's ``((value, (model_state, stats)), grads)``.
+    """
+
+    def update(state: TrainState, result: Any) -> tuple[TrainState, dict[str, Any]]:
+        (_, (model_state, stats)), grads = result
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        return state.replace(step=state.step + 1,
+                             params=optax.apply_updates(state.params, updates),
+                             opt_state=opt_state, model_state=model_state), stats
+
+    return update
+
+
+def _unchanged(key, x, y):
+    return x, y
+
+
+def base_step(grad_fn: GradFn, update: nonfinite.Update, augment: Augment | None = None
+              ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, Any]]]:
+    """``train_step(state, batch)``: augment, ``grad_fn``, then ``update``.
+
+    Args:
+      grad_fn: ``(params, model_state, (x, y, mask), key) -> ((value, (model_state,
+        stats)), grads)``, e.g. ``batch_mean(objective_grad(...))``.
+      update: ``(state, grad_fn's result) -> (new_state, stats)``, e.g.
+        :func:`apply_update`, possibly wrapped by :func:`jaxdl.nonfinite.guard`.
+      augment: optional ``aug(key, x, y) -> (x, y)``, applied to the whole batch.
+
+    Returns:
+      ``train_step(state, batch) -> (new_state, stats)``; ``fold_in(state.rng,
+      state.step)`` splits into a key for ``augment`` and one for the model.
+    """
+    augment = _unchanged if augment is None else augment
+
+    def train_step(state: TrainState, batch: Batch):
+        augment_key, dropout_key = jax.random.split(jax.random.fold_in(state.rng, state.step))
+        x, y = augment(augment_key, batch["x"], batch["y"])
+        return update(state, grad_fn(state.params, state.model_state, (x, y, batch["mask"]),
+                                     dropout_key))
+
+    return train_step
 
 
 def make_train_step(
@@ -186,11 +319,11 @@ def make_train_step(
     *,
     augment: Augment | None = None,
     nan_policy: str = "none",
-    axis_name: str | tuple[str, ...] | None = None,
+    axis_name: AxisName | None = None,
     precision: str = "float32",
     grad_accum_steps: int = 1,
 ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, Any]]]:
-    """Builds the pure training step.
+    """Builds the pure training step, composing the wrappers above.
 
     Args:
       model: any Flax Linen module.
@@ -201,109 +334,30 @@ def make_train_step(
         whole batch, before any micro-batch split).
       nan_policy: "none", or "raise"/"skip"/"rollback": a step whose loss or gradients
         are non-finite changes nothing but ``state.step``, and ``stats["nonfinite"]``
-        records it (see :func:`guard_nonfinite`); the driver acts on the policy.
+        records it (see :func:`jaxdl.nonfinite.guard`); the driver acts on the policy.
       axis_name: for an explicit SPMD step (``jax.shard_map``) over these mesh axes: the
-        batch is this device's shard; the loss is normalized by the *global* example count
-        and local gradients are averaged with ``lax.pmean`` (so a padded last batch with
-        uneven shards is still exact), batch statistics of the model are averaged, and the
-        metric statistics summed, across the axes. The place for custom collectives.
-      precision: "float32", or "bfloat16": the model computes on bfloat16 copies of the
-        float32 parameters and floating inputs, outputs are cast to float32 before the
-        loss; gradients, parameters and optimizer state stay float32
-        (see :mod:`jaxdl.precision`). "float16" is refused (it needs loss scaling).
+        batch is this device's shard, and the step averages over the axes (see
+        :func:`spmd_mean`).
+      precision: "float32", or "bfloat16": compute in bfloat16 on float32 parameters,
+        gradients and optimizer state (see :mod:`jaxdl.precision`). "float16" is refused.
       grad_accum_steps: k > 1 splits each batch [B, ...] into k micro-batches of B/k rows
-        (rows j, j+k, ...; B must divide, checked when the step is traced) and sums their
-        gradients (in float32) and metric statistics in a ``lax.scan``, then applies one
-        update: the same update as the whole batch (the loss is normalized by the whole
-        batch's real example count, so padded batches are exact), with only one
-        micro-batch's activations in memory. Dropout in micro-batch i draws from
-        ``fold_in(key, i)``; the model state is threaded through the micro-batches, so
-        BatchNorm statistics are per micro-batch (as in every framework).
+        (B must divide, checked when the step is traced) and applies the whole batch's
+        update (see :func:`accumulate_gradients`); BatchNorm statistics are per
+        micro-batch (as in every framework).
 
     Returns:
       ``train_step(state, batch) -> (new_state, stats)``.
     """
-    if nan_policy not in NAN_POLICIES:
-        raise errors.unknown_name("nan_policy", "NaN policy", nan_policy, list(NAN_POLICIES))
+    nonfinite.check_policy(nan_policy)
     grad_accum_steps = check_grad_accum_steps(grad_accum_steps)
-    apply = make_apply(model, precision)
-    reported = reported_metrics(loss, metrics)
-
-    def train_step(state: TrainState, batch: Batch):
-        x, y, mask = batch["x"], batch["y"], batch["mask"]
-        augment_key, dropout_key = jax.random.split(jax.random.fold_in(state.rng, state.step))
-        if augment is not None:
-            x, y = augment(augment_key, x, y)
-
-        if axis_name is None:
-            scale = 1.0
-            count = jnp.sum(mask)
-        else:  # local sum / global count, times the axis size so that pmean gives the mean
-            scale = jax.lax.psum(1, axis_name)
-            count = jax.lax.psum(jnp.sum(mask), axis_name)
-
-        def objective(params, model_state, batch, key):
-            x, y, mask = batch
-            outputs, model_state = apply(params, model_state, x, True, key)
-            per_example = loss.per_example(outputs, y)
-            value = scale * jnp.sum(per_example * mask) / jnp.maximum(count, 1e-12)
-            # The "loss" statistics from the per-example loss just computed: recomputing
-            # it from the outputs cost a byte-level LM 10 % of its step on XLA:CPU.
-            stats = {reported[0].name: metrics_lib.mean_stats(per_example, mask),
-                     **_stats(reported[1:], outputs, y, mask)}
-            return value, (model_state, stats)
-
-        grad_fn = jax.value_and_grad(objective, has_aux=True)
-        if grad_accum_steps == 1:
-            (value, (model_state, stats)), grads = grad_fn(
-                state.params, state.model_state, (x, y, mask), dropout_key)
-        else:
-            devices = 1 if axis_name is None else jax.lax.axis_size(axis_name)
-            check_micro_batches(mask.shape[0], grad_accum_steps, devices)
-            (value, (model_state, stats)), grads = accumulate_gradients(
-                grad_fn, state.params, state.model_state, (x, y, mask), dropout_key,
-                grad_accum_steps, axis_name)
-        if axis_name is not None:
-            grads, value = jax.lax.pmean((grads, value), axis_name)
-            model_state = jax.tree.map(
-                lambda a: jax.lax.pmean(a, axis_name)
-                if jnp.issubdtype(a.dtype, jnp.floating) else a, model_state)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        new_state = state.replace(
-            step=state.step + 1,
-            params=optax.apply_updates(state.params, updates),
-            opt_state=opt_state,
-            model_state=model_state,
-        )
-        if axis_name is not None:
-            stats = jax.lax.psum(stats, axis_name)
-        if nan_policy != "none":
-            new_state, stats["nonfinite"] = guard_nonfinite(state, new_state, value, grads)
-        return new_state, stats
-
-    return train_step
-
-
-NAN_POLICIES = ("none", "raise", "skip", "rollback")
-
-
-def guard_nonfinite(old: TrainState, new: TrainState, loss: jax.Array, grads: Any
-                    ) -> tuple[TrainState, dict[str, jax.Array]]:
-    """Keeps ``old`` (with the step advanced) when the loss or a gradient is non-finite.
-
-    Returns the state to continue with and additive statistics: ``count`` of such
-    steps, ``loss`` (how many had a non-finite loss), ``grads`` (per gradient leaf, in
-    ``jax.tree.leaves`` order, how many had a non-finite value) and ``min_step`` (the
-    first such step; int32 max when none). Checked on device: no host round-trip.
-    """
-    bad_leaves = jnp.stack([~jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)])
-    bad = ~jnp.isfinite(loss) | jnp.any(bad_leaves)
-    state = jax.lax.cond(bad, lambda: old.replace(step=new.step), lambda: new)
-    record = {"count": bad.astype(jnp.float32),
-              "loss": (~jnp.isfinite(loss)).astype(jnp.float32),
-              "grads": bad_leaves.astype(jnp.float32),
-              "min_step": jnp.where(bad, old.step, jnp.iinfo(jnp.int32).max)}
-    return state, record
+    grad_fn = objective_grad(make_apply(model, precision), loss, reported_metrics(loss, metrics))
+    if grad_accum_steps > 1:
+        grad_fn = accumulate_gradients(grad_fn, grad_accum_steps, axis_name)
+    grad_fn = batch_mean(grad_fn) if axis_name is None else spmd_mean(grad_fn, axis_name)
+    update = apply_update(tx)
+    if nan_policy != "none":
+        update = nonfinite.guard(update)
+    return base_step(grad_fn, update, augment)
 
 
 def make_eval_step(
