@@ -92,7 +92,7 @@ def time_in_memory(data, batch_size, num_steps, epochs):
     grid = [(e, f) for e in range(epochs) for f in range(0, spe, num_steps)]
     started, order = time.perf_counter(), (None, None)
     for epoch, first in grid[1:]:
-        if order[0] != epoch:  # once per epoch, as loop.fit draws it
+        if order[0] != epoch:  # once per epoch, as the fit driver draws it
             order = (epoch, arrays.epoch_order(SEED, epoch, n))
         idx = arrays.block_indices(order[1], batch_size, first, num_steps)
         {k: v[idx] for k, v in data.items()}

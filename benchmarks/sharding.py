@@ -304,7 +304,7 @@ def strategy_available(name):
     if name == "auto":
         return True
     try:
-        from jaxdl import run as run_lib
+        from jaxdl import experiment as run_lib
 
         if name not in getattr(run_lib, "STRATEGIES", ()):
             return False

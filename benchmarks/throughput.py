@@ -279,7 +279,7 @@ def bench_transformer(args):
               "tokens_per_s": kit * batch * length, "examples_per_s": kit * batch,
               "handwritten_steps_per_s": hand, "handwritten_over_jaxdl": hand / kit,
               "flops_per_step": flops}
-    from jaxdl import perf
+    from jaxdl.train import perf
 
     peak = perf.peak_flops()
     if peak and flops:

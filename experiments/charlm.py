@@ -20,7 +20,7 @@ temperature 0.7 after "def " (its docstring quotes written as '''):
 
 import ml_collections
 
-from jaxdl.default_config import get_config as reference
+from jaxdl.experiment.default_config import get_config as reference
 
 
 def get_config():

@@ -7,7 +7,7 @@ on the training split. MSE loss, MAE reported; a linear model reaches an MAE
 of about 43 on this set, the README's table has this config's result.
 """
 
-from jaxdl.default_config import get_config as _default
+from jaxdl.experiment.default_config import get_config as _default
 
 
 def get_config():

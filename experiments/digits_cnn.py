@@ -12,7 +12,7 @@ including a 5.0 s compile. The run is deterministic; seeds 1 and 2
 (``--config.seed=1``) reach 0.992 and 0.986.
 """
 
-from jaxdl.default_config import get_config as reference
+from jaxdl.experiment.default_config import get_config as reference
 
 
 def get_config():

@@ -13,7 +13,7 @@ accuracy 0.989 (355 of 359), test loss 0.029, after 60 epochs (1,140 steps of 64
 including a 7.2 s compile (load average ~4 on the 2 cores while it ran).
 """
 
-from jaxdl.default_config import get_config as reference
+from jaxdl.experiment.default_config import get_config as reference
 
 
 def get_config():

@@ -6,6 +6,6 @@ The config lives in the package (``jaxdl/default_config.py``) so that an install
 `jaxdl train` finds it without this repository; this file is its public name.
 """
 
-from jaxdl.default_config import get_config
+from jaxdl.experiment.default_config import get_config
 
 __all__ = ["get_config"]

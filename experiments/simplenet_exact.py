@@ -8,7 +8,7 @@ Here the sigmoid lives in the loss (logits out, numerically stable).
 Result on the 2-core CPU machine: see the README's experiments table.
 """
 
-from jaxdl.default_config import get_config as _default
+from jaxdl.experiment.default_config import get_config as _default
 
 
 def get_config():

@@ -13,7 +13,7 @@ member with the lowest validation loss. Result on the 2-core CPU machine: see
 docs/populations.md.
 """
 
-from jaxdl.default_config import get_config as reference
+from jaxdl.experiment.default_config import get_config as reference
 
 
 def get_config():

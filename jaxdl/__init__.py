@@ -9,19 +9,23 @@ Names are re-exported lazily (PEP 562), so ``import jaxdl.cli`` — and with it
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from jaxdl import _lazy
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("callbacks", "checkpoint", "data", "errors", "event_writers", "explain", "fuse",
-               "loop", "losses", "metrics", "models", "optim", "perf", "plot", "programs",
-               "resume", "state", "step", "testing", "trainer", "writers")
+# Public submodules by name: jdl.callbacks and jdl.experiment live in packages grouped by role.
+_SUBMODULES = {name: f"jaxdl.{name}" for name in (
+    "checkpoint", "data", "errors", "experiment", "explain", "fuse", "losses", "metrics",
+    "models", "optim", "parallel", "population", "precision", "sample", "state", "step",
+    "testing", "train", "trainer", "writers")}
+_SUBMODULES["callbacks"] = "jaxdl.train.callbacks"
 _EXPORTS = {
-    "Callback": "jaxdl.callbacks",
-    "EarlyStopping": "jaxdl.callbacks",
-    "ReduceLROnPlateau": "jaxdl.callbacks",
-    "TerminateOnNaN": "jaxdl.callbacks",
+    "Callback": "jaxdl.train.callbacks",
+    "EarlyStopping": "jaxdl.train.callbacks",
+    "ReduceLROnPlateau": "jaxdl.train.callbacks",
+    "TerminateOnNaN": "jaxdl.train.callbacks",
     "InputError": "jaxdl.errors",
     "InputTypeError": "jaxdl.errors",
     "JaxdlError": "jaxdl.errors",
@@ -35,22 +39,14 @@ _EXPORTS = {
 __all__ = sorted([*_SUBMODULES, *_EXPORTS])
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    if name in _SUBMODULES:
-        return importlib.import_module(f"jaxdl.{name}")
-    raise AttributeError(f"module 'jaxdl' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = _lazy.exports(__name__, _EXPORTS, _SUBMODULES)
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs only
-    from jaxdl import callbacks, data, losses, metrics, models, optim  # noqa: F401
-    from jaxdl.callbacks import Callback, EarlyStopping, ReduceLROnPlateau, TerminateOnNaN  # noqa: F401
+    from jaxdl import data, losses, metrics, models, optim, population  # noqa: F401
     from jaxdl.errors import InputError, InputTypeError, JaxdlError  # noqa: F401
     from jaxdl.state import TrainState  # noqa: F401
     from jaxdl.step import make_eval_step, make_predict_step, make_train_step  # noqa: F401
+    from jaxdl.train import callbacks  # noqa: F401
+    from jaxdl.train.callbacks import Callback, EarlyStopping, ReduceLROnPlateau, TerminateOnNaN  # noqa: F401
     from jaxdl.trainer import Trainer  # noqa: F401

@@ -22,15 +22,17 @@ import jax
 import numpy as np
 import optax
 
-from jaxdl import errors, loop
+from jaxdl import errors
 from jaxdl import losses as losses_lib
 from jaxdl import metrics as metrics_lib
 from jaxdl import optim as optim_lib
 from jaxdl import step as step_lib
-from jaxdl.callbacks import Callback
 from jaxdl.data import validate as check
-from jaxdl.programs import Programs
 from jaxdl.state import TrainState
+from jaxdl.train import fit as fit_lib
+from jaxdl.train import infer
+from jaxdl.train.callbacks import Callback
+from jaxdl.train.programs import Programs
 from jaxdl.writers import ConsoleLogger
 
 
@@ -115,7 +117,6 @@ class Trainer:
         self._augment, self._nan_policy = augment, nan_policy
         self._step_options = dict(precision=precision, grad_accum_steps=grad_accum_steps)
         self._populations: dict[tuple[tuple[str, ...], str], tuple[Any, Programs]] = {}
-        self.learning_rate = learning_rate if isinstance(learning_rate, float | int) else None
         self.placement = None
         if mesh is not None:
             from jaxdl.parallel import Placement
@@ -282,8 +283,11 @@ class Trainer:
             shuffle: bool = True, seed: int = 0, callbacks: Sequence[Callback] = (),
             steps_per_dispatch: int | str = "auto", initial_epoch: int = 0, verbose: int = 1,
             checkpoint_dir: str | None = None, checkpointing: Any = None
-            ) -> tuple[TrainState, dict[str, list[float]]]:
-        """Trains and returns ``(state, history)``; see :func:`jaxdl.loop.fit` for arguments.
+            ) -> fit_lib.FitResult:
+        """Trains and returns ``(state, history)``; see :func:`jaxdl.train.fit.fit` for arguments.
+
+        The result unpacks as ``state, history``; its ``stats`` (a
+        :class:`~jaxdl.train.fit.FitStats`) hold compile time and throughput.
 
         ``verbose=1`` prints a line per epoch (a live bar on a terminal); 0 is silent.
         The given ``state`` stays valid (fit works on a copy it may donate).
@@ -310,13 +314,11 @@ class Trainer:
                                 callbacks=callbacks, steps_per_dispatch=steps_per_dispatch,
                                 initial_epoch=initial_epoch, verbose=0,
                                 checkpointing=checkpoint.Checkpointing(checkpointer))
-        return loop.fit(self.programs_for(state, seed), state, x, y, epochs=epochs,
-                        batch_size=batch_size,
-                        validation_data=validation_data, validation_split=validation_split,
-                        shuffle=shuffle, seed=seed, callbacks=callbacks,
-                        steps_per_dispatch=steps_per_dispatch, initial_epoch=initial_epoch,
-                        context={"learning_rate": self.learning_rate},
-                        checkpointing=checkpointing)
+        return fit_lib.fit(self.programs_for(state, seed), state, x, y, epochs=epochs,
+                           batch_size=batch_size, validation_data=validation_data,
+                           validation_split=validation_split, shuffle=shuffle, seed=seed,
+                           callbacks=callbacks, steps_per_dispatch=steps_per_dispatch,
+                           initial_epoch=initial_epoch, checkpointing=checkpointing)
 
     def evaluate(self, state: TrainState, x: Any, y: Any, *, batch_size: int = 32
                  ) -> dict[str, Any]:
@@ -325,7 +327,7 @@ class Trainer:
         For a population: one value per member (float64 arrays [N]).
         """
         self._check_state(state)
-        return loop.evaluate(self.programs_for(state), state, x, y, batch_size=batch_size)
+        return infer.evaluate(self.programs_for(state), state, x, y, batch_size=batch_size)
 
     def predict(self, state: TrainState, x: Any, *, batch_size: int = 32,
                 ensemble: bool = False) -> np.ndarray:
@@ -341,7 +343,7 @@ class Trainer:
             raise errors.input_error("ensemble", "a population state for ensemble=True",
                                      "a single-model state", "init(..., population=N), or "
                                      "pass ensemble=False")
-        out = loop.predict(self.programs_for(state), state, x, batch_size=batch_size)
+        out = infer.predict(self.programs_for(state), state, x, batch_size=batch_size)
         return out.mean(axis=0) if ensemble else out
 
     def _check_state(self, state: Any) -> None:

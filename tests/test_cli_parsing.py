@@ -1,6 +1,6 @@
 """Tests for the `jaxdl` command line: parsing, dispatch, exit codes, compilation cache.
 
-The commands call `jaxdl.run`; here a fake module stands in for it, so these tests never train.
+The commands call `jaxdl.experiment`; a fake module stands in for it, so these tests never train.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ import types
 import pytest
 
 import jaxdl
-from jaxdl import cli, compilation_cache
-from jaxdl.config import default_config_path, load_config
+from jaxdl import cli
+from jaxdl.cli import compilation_cache
 from jaxdl.errors import InputError
+from jaxdl.experiment.config import default_config_path, load_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -30,8 +31,8 @@ def _isolated(tmp_path, monkeypatch):
 
 @pytest.fixture
 def fake_run(monkeypatch):
-    """A stand-in `jaxdl.run` that records its calls (or raises ``fake.error`` if set)."""
-    fake = types.ModuleType("jaxdl.run")
+    """A stand-in `jaxdl.experiment` that records its calls (or raises ``fake.error`` if set)."""
+    fake = types.ModuleType("jaxdl.experiment")
     fake.calls = []
     fake.error = None
 
@@ -45,8 +46,8 @@ def fake_run(monkeypatch):
 
     fake.train_and_evaluate = record("train")
     fake.predict_from_workdir = record("predict")
-    monkeypatch.setitem(sys.modules, "jaxdl.run", fake)
-    monkeypatch.setattr(jaxdl, "run", fake, raising=False)
+    monkeypatch.setitem(sys.modules, "jaxdl.experiment", fake)
+    monkeypatch.setattr(jaxdl, "experiment", fake, raising=False)
     return fake
 
 

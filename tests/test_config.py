@@ -9,8 +9,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from jaxdl import config as config_lib
 from jaxdl.errors import InputError
+from jaxdl.experiment import config as config_lib
 
 
 @pytest.fixture
@@ -267,8 +267,8 @@ def test_config_to_dict_is_json_safe(base):
 
 
 def test_population_hparams_is_a_free_form_group():
-    from jaxdl import config as config_lib
-    from jaxdl.default_config import get_config
+    from jaxdl.experiment import config as config_lib
+    from jaxdl.experiment.default_config import get_config
 
     base = get_config()
     one = config_lib.apply_overrides(base, {

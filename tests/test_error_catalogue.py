@@ -31,11 +31,12 @@ import numpy as np
 import pytest
 
 import jaxdl as jdl
-from jaxdl import cli, compilation_cache, optim
-from jaxdl import config as config_lib
+from jaxdl import cli, optim
 from jaxdl.checkpoint import Checkpointer
+from jaxdl.cli import compilation_cache
 from jaxdl.data import augment
 from jaxdl.errors import CheckpointError, InputError, InputTypeError, NonFiniteError
+from jaxdl.experiment import config as config_lib
 
 DOC = pathlib.Path(__file__).resolve().parents[1] / "docs" / "errors.md"
 SHAPE = re.compile(r"argument '[^']+': expected .+, got .+\. Fix: .+", re.S)

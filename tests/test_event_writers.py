@@ -9,7 +9,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import jaxdl as jdl
-from jaxdl.event_writers import CsvWriter, TensorBoardWriter
+from jaxdl.writers import CsvWriter, TensorBoardWriter
 
 
 def _scalars(logdir, tag):

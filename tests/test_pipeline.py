@@ -31,7 +31,7 @@ def make(records, batch_size=8, **kw):
 
 
 def in_memory(data, seed, epoch, batch_size, first, num_steps, shuffle=True):
-    """What the in-memory driver gathers for a block (loop.fit's idx)."""
+    """What the in-memory driver gathers for a block (the fit driver's idx)."""
     idx = arrays.block_indices(arrays.epoch_order(seed, epoch, N, shuffle), batch_size, first,
                                num_steps)
     mask = np.stack([np.asarray(arrays.row_mask(N, batch_size, first + s))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from matplotlib.collections import PolyCollection
 
-from jaxdl import plot
+from jaxdl.writers import plot
 
 
 def _workdir(root, name, records):

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import jaxdl as jdl
-from jaxdl import callbacks, errors, population
+from jaxdl import errors, population
+from jaxdl.train import callbacks
 
 LRS = [0.01, 0.05, 0.2]
 SEEDS = [3, 4, 5]
@@ -247,8 +248,8 @@ def test_the_member_axis_is_a_mesh_axis(blobs):
 
 
 def test_a_population_run_from_the_config(tmp_path):
-    from jaxdl import run
-    from jaxdl.default_config import get_config
+    from jaxdl import experiment as run
+    from jaxdl.experiment.default_config import get_config
 
     config = get_config()
     config.epochs = 3
@@ -279,7 +280,7 @@ def test_a_population_run_from_the_config(tmp_path):
     np.testing.assert_allclose(mean, np.mean(each, axis=0), atol=1e-6)
     with pytest.raises(errors.InputError, match="argument '--member'"):
         run.predict_from_workdir(tmp_path, tmp_path / "x.npy", member=5)
-    from jaxdl import plot
+    from jaxdl.writers import plot
 
     assert plot.read_run(tmp_path).best == best[0]["member"]
     assert plot.main_plot([str(tmp_path)], str(tmp_path / "curves.png"), None) == 0
@@ -289,7 +290,8 @@ def test_a_population_run_from_the_config(tmp_path):
 def test_writers_give_every_member_its_own_record(trainer, blobs, tmp_path):
     import io
 
-    from jaxdl import event_writers, writers
+    from jaxdl import writers
+    from jaxdl import writers as event_writers
 
     x, y = blobs
     state = trainer.init(0, x[:1], population=2)

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 import jaxdl as jdl
-from jaxdl import config as config_lib
-from jaxdl import errors, summary
+from jaxdl import errors
+from jaxdl.experiment import config as config_lib
+from jaxdl.experiment import summary
 from jaxdl.parallel import partition_specs
 from jaxdl.parallel.report import Preflight, preflight
 

@@ -73,9 +73,9 @@ def test_records_errors_are_clear(blobs, records, binary_trainer):
 
 
 def test_a_config_run_streams_prepared_records_like_memory(tmp_path):
-    from jaxdl import run
     from jaxdl.data.prepare import prepare_dataset
-    from jaxdl.default_config import get_config
+    from jaxdl import experiment as run
+    from jaxdl.experiment.default_config import get_config
 
     prepare_dataset("breast_cancer", tmp_path / "records", seed=0)
     results = {}
@@ -94,8 +94,8 @@ def test_a_config_run_streams_prepared_records_like_memory(tmp_path):
 def test_a_run_saved_before_a_config_key_existed_resumes(tmp_path):
     import json
 
-    from jaxdl import run
-    from jaxdl.default_config import get_config
+    from jaxdl import experiment as run
+    from jaxdl.experiment.default_config import get_config
 
     config = get_config()
     config.epochs = 2

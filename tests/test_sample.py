@@ -60,8 +60,8 @@ def test_sample_from_a_trained_transformer_run(tmp_path):
     """`jaxdl sample --workdir` on a tiny text run: the Transformer from the config."""
     import ml_collections
 
-    from jaxdl import run
-    from jaxdl.default_config import get_config
+    from jaxdl import experiment as run
+    from jaxdl.experiment.default_config import get_config
 
     config = get_config()
     config.data = ml_collections.ConfigDict(dict(

@@ -7,8 +7,8 @@ import optax
 import pytest
 
 import jaxdl as jdl
-from jaxdl import loop
 from jaxdl.data import arrays
+from jaxdl.train import plan
 
 
 def _allclose(a, b, **kw):
@@ -134,12 +134,12 @@ def test_fit_keeps_the_callers_state_valid(binary_trainer, blobs):
 
 
 def test_dispatch_shape_policy():
-    assert loop.dispatch_shape(7, 10, "auto", every_epoch=False, loop_friendly=True) == (10, 7)
-    assert loop.dispatch_shape(7, 10, "auto", every_epoch=True, loop_friendly=True) == (1, 7)
-    assert loop.dispatch_shape(7, 10, "auto", every_epoch=False, loop_friendly=False) == (1, 1)
-    assert loop.dispatch_shape(7, 10, 3, every_epoch=False, loop_friendly=True) == (1, 3)
-    assert loop.dispatch_shape(7, 10, 21, every_epoch=False, loop_friendly=True) == (3, 7)
-    assert loop.dispatch_shape(5000, 2, "auto", every_epoch=False, loop_friendly=True) == (1, 1667)
+    assert plan.dispatch_shape(7, 10, "auto", every_epoch=False, loop_friendly=True) == (10, 7)
+    assert plan.dispatch_shape(7, 10, "auto", every_epoch=True, loop_friendly=True) == (1, 7)
+    assert plan.dispatch_shape(7, 10, "auto", every_epoch=False, loop_friendly=False) == (1, 1)
+    assert plan.dispatch_shape(7, 10, 3, every_epoch=False, loop_friendly=True) == (1, 3)
+    assert plan.dispatch_shape(7, 10, 21, every_epoch=False, loop_friendly=True) == (3, 7)
+    assert plan.dispatch_shape(5000, 2, "auto", every_epoch=False, loop_friendly=True) == (1, 1667)
 
 
 def test_auto_dispatches_a_cnn_per_step_on_cpu():

@@ -12,7 +12,8 @@ UNSAFE_CALLS = {"eval", "exec", "compile", "__import__"}
 # Where the package imports code on purpose: its own submodules (lazy re-exports, fixed
 # names) and the experiment file the user names with --config (a get_config() script, like
 # a flax example's config; what a run saves, config.json, is read back as JSON).
-ALLOWED_IMPORTS = {"__init__.py": "import_module", "config.py": "spec_from_file_location"}
+# The lazy re-exports (jaxdl._lazy) import fixed module names; config files are loaded by path.
+ALLOWED_IMPORTS = {"_lazy.py": "import_module", "config.py": "spec_from_file_location"}
 
 
 def _modules():

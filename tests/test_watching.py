@@ -12,7 +12,9 @@ import jax.numpy as jnp
 import pytest
 
 import jaxdl as jdl
-from jaxdl import cli, perf, profiling
+from jaxdl import cli
+from jaxdl.train import perf
+from jaxdl.writers import profile as profiling
 
 
 def test_a_terminal_gets_a_live_progress_bar(tmp_path):

@@ -15,7 +15,8 @@ Per parameter: its PartitionSpec, total bytes and bytes per device (from the
 sharding's ``shard_shape``). Warned about: sharding rules that matched no
 parameter, parameters of at least ``large_bytes`` that every device holds in
 full while the mesh has more than one device, a batch the mesh cannot split,
-and a compiled step that needs more than a device's memory (when known).
+and a compiled step that needs more than a device's memory (when known). The
+compiling and XLA's memory analysis are in :mod:`jaxdl.parallel.step_memory`.
 """
 
 from __future__ import annotations
@@ -27,13 +28,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
-import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxdl import errors
-
-MEMORY_FIELDS = ("argument_size_in_bytes", "output_size_in_bytes", "alias_size_in_bytes",
-                 "temp_size_in_bytes", "generated_code_size_in_bytes")
+from jaxdl.parallel.step_memory import compiled_step_memory, device_memory_limit, row_struct
 
 
 def human_bytes(n: float) -> str:
@@ -247,28 +245,6 @@ def _shard_fix(row: ParamRow, mesh_shape: Mapping[str, int]) -> str:
     return f"a sharding rule such as (r\"{pattern}\", {spec})"
 
 
-def _label_struct(trainer: Any, abstract: Any, sample: jax.ShapeDtypeStruct,
-                  batch_size: int) -> jax.ShapeDtypeStruct:
-    """Labels [B, ...] as the kit's data carries them for this loss and model output."""
-    outputs = jax.eval_shape(trainer.programs.outputs, abstract, sample)
-    out = tuple(outputs.shape[1:])
-    loss = trainer.loss
-    if loss.name == "sparse_categorical_crossentropy":
-        return jax.ShapeDtypeStruct((batch_size, *out[:-1]), np.int32)
-    dtype = np.int32 if loss.task == "binary" else np.float32
-    if loss.task != "multiclass" and math.prod(out) == 1:
-        out = ()  # y [B] against a [B, 1] output, as the data sets give it
-    return jax.ShapeDtypeStruct((batch_size, *out), dtype)
-
-
-def _device_memory() -> int | None:
-    try:
-        stats = jax.local_devices()[0].memory_stats() or {}
-    except Exception:  # backends without memory stats (CPU)
-        return None
-    return int(stats["bytes_limit"]) if stats.get("bytes_limit") else None
-
-
 def _state_shardings(trainer: Any, abstract: Any, sample_x: Any, population: bool = False
                      ) -> Any:
     """The state's shardings exactly as ``trainer.init`` places it (logical axis names
@@ -278,9 +254,7 @@ def _state_shardings(trainer: Any, abstract: Any, sample_x: Any, population: boo
     variables = getattr(trainer, "_variables", None)
     if variables is None:
         return trainer.placement.state_shardings(abstract, population=population)
-    sample = jax.ShapeDtypeStruct((1, *np.shape(sample_x)[1:]),
-                                  getattr(sample_x, "dtype", np.float32))
-    boxed = jax.eval_shape(variables, jax.random.key(0), sample)["params"]
+    boxed = jax.eval_shape(variables, jax.random.key(0), row_struct(sample_x))["params"]
     return trainer.placement.state_shardings(abstract, boxed_params=boxed,
                                              population=population)
 
@@ -299,20 +273,47 @@ def _replicated_reason(path: str, shape: tuple[int, ...], placement: Any) -> str
     return f"no dimension of {shape} is divisible by fsdp={fsdp} and no rule matches it"
 
 
-def _memory_stats(compiled: Any) -> tuple[dict[str, int] | None, str]:
-    try:
-        stats = compiled.memory_analysis()
-    except Exception as e:  # not implemented on this backend
-        return None, f"no memory analysis on {jax.default_backend()} " \
-                     f"({errors.first_sentence(e)})"
-    if isinstance(stats, list | tuple):
-        stats = stats[0] if stats else None
-    if stats is None:
-        return None, f"no memory analysis on {jax.default_backend()}"
-    fields = (*MEMORY_FIELDS, "peak_memory_in_bytes")
-    memory = {f: int(getattr(stats, f)) for f in fields
-              if isinstance(getattr(stats, f, None), int)}
-    return (memory, "") if memory else (None, f"no memory analysis on {jax.default_backend()}")
+def _placed_report(abstract: Any, shardings: Any, placement: Any, *, batch_size: int,
+                   large_bytes: int, data_bytes: int, device_memory: int | None) -> Preflight:
+    """The report's parameter table and byte totals, from the state's placement alone."""
+
+    def leaves(tree: Any) -> list[Any]:
+        return jax.tree.leaves(tree, is_leaf=lambda x: x is None)
+
+    param_paths = jax.tree_util.tree_flatten_with_path(abstract.params)[0]
+    rows = [ParamRow(jax.tree_util.keystr(path), tuple(leaf.shape), str(leaf.dtype),
+                     sharding.spec if isinstance(sharding, NamedSharding) else None,
+                     _nbytes(leaf), _per_device(leaf, sharding))
+            for (path, leaf), sharding in zip(param_paths, leaves(shardings.params),
+                                              strict=True)]
+
+    def per_device(field: str) -> int:
+        return sum(_per_device(leaf, sharding) for leaf, sharding in zip(
+            jax.tree.leaves(getattr(abstract, field)),
+            leaves(getattr(shardings, field)), strict=True))
+
+    mesh_shape = None
+    if placement is not None:  # the population axis only when it splits members
+        mesh_shape = {axis: size for axis, size in placement.mesh.shape.items()
+                      if axis != "population" or size != 1}
+    report = Preflight(
+        rows=rows, mesh_shape=mesh_shape, batch_size=batch_size,
+        params_bytes=sum(r.bytes for r in rows),
+        params_bytes_per_device=sum(r.bytes_per_device for r in rows),
+        opt_bytes=sum(_nbytes(leaf) for leaf in jax.tree.leaves(abstract.opt_state)),
+        opt_bytes_per_device=per_device("opt_state"),
+        other_bytes_per_device=sum(per_device(f) for f in ("step", "model_state", "rng")),
+        data_bytes=data_bytes,
+        unused_rules=list(placement.unused_rules) if placement is not None else [],
+        large_bytes=large_bytes,
+        device_memory=device_memory if device_memory is not None else device_memory_limit())
+    if placement is not None and placement.mesh.size > 1:
+        for row in rows:
+            if row.bytes >= large_bytes and row.bytes_per_device == row.bytes:
+                report.replicated_large.append(row)
+                report.replicated_reasons[row.path] = _replicated_reason(row.path, row.shape,
+                                                                         placement)
+    return report
 
 
 def preflight(trainer: Any, sample_x: Any, batch_size: int, *, sample_y: Any = None,
@@ -352,42 +353,9 @@ def preflight(trainer: Any, sample_x: Any, batch_size: int, *, sample_y: Any = N
     shardings = _state_shardings(trainer, abstract, sample_x, bool(population)) \
         if placement is not None else jax.tree.map(lambda _: None, abstract)
 
-    def leaves(tree: Any) -> list[Any]:
-        return jax.tree.leaves(tree, is_leaf=lambda x: x is None)
-
-    param_paths = jax.tree_util.tree_flatten_with_path(abstract.params)[0]
-    rows = [ParamRow(jax.tree_util.keystr(path), tuple(leaf.shape), str(leaf.dtype),
-                     sharding.spec if isinstance(sharding, NamedSharding) else None,
-                     _nbytes(leaf), _per_device(leaf, sharding))
-            for (path, leaf), sharding in zip(param_paths, leaves(shardings.params),
-                                              strict=True)]
-
-    def per_device(field: str) -> int:
-        return sum(_per_device(leaf, sharding) for leaf, sharding in zip(
-            jax.tree.leaves(getattr(abstract, field)),
-            leaves(getattr(shardings, field)), strict=True))
-
-    mesh_shape = None
-    if placement is not None:  # the population axis only when it splits members
-        mesh_shape = {axis: size for axis, size in placement.mesh.shape.items()
-                      if axis != "population" or size != 1}
-    report = Preflight(
-        rows=rows, mesh_shape=mesh_shape, batch_size=batch_size,
-        params_bytes=sum(r.bytes for r in rows),
-        params_bytes_per_device=sum(r.bytes_per_device for r in rows),
-        opt_bytes=sum(_nbytes(leaf) for leaf in jax.tree.leaves(abstract.opt_state)),
-        opt_bytes_per_device=per_device("opt_state"),
-        other_bytes_per_device=sum(per_device(f) for f in ("step", "model_state", "rng")),
-        data_bytes=data_bytes,
-        unused_rules=list(placement.unused_rules) if placement is not None else [],
-        large_bytes=large_bytes,
-        device_memory=device_memory if device_memory is not None else _device_memory())
-    if placement is not None and placement.mesh.size > 1:
-        for row in rows:
-            if row.bytes >= large_bytes and row.bytes_per_device == row.bytes:
-                report.replicated_large.append(row)
-                report.replicated_reasons[row.path] = _replicated_reason(row.path, row.shape,
-                                                                         placement)
+    report = _placed_report(abstract, shardings, placement, batch_size=batch_size,
+                            large_bytes=large_bytes, data_bytes=data_bytes,
+                            device_memory=device_memory)
     if not compile_step:
         report.memory_note = "not compiled (compile_step=False)"
         return report
@@ -398,32 +366,6 @@ def preflight(trainer: Any, sample_x: Any, batch_size: int, *, sample_y: Any = N
             report.notes.append(f"the training step was not compiled: {e}")
             report.memory_note = "not compiled (the batch does not split over the mesh)"
             return report
-    sample = jax.ShapeDtypeStruct((1, *np.shape(sample_x)[1:]),
-                                  getattr(sample_x, "dtype", np.float32))
-    if sample_y is not None:
-        # The labels must fit the model's outputs (as fit checks them), or tracing the step
-        # below fails with an XLA shape error instead of the kit's message.
-        outputs = jax.eval_shape(programs.outputs, programs.member_spec(abstract), sample)
-        trainer.loss.check_labels(np.zeros(np.shape(sample_y), getattr(sample_y, "dtype",
-                                                                       np.float32)),
-                                  tuple(outputs.shape[1:]))
-        labels = jax.ShapeDtypeStruct((batch_size, *np.shape(sample_y)[1:]),
-                                      getattr(sample_y, "dtype", np.float32))
-    else:
-        labels = _label_struct(trainer, programs.member_spec(abstract), sample, batch_size)
-    batch = {"x": jax.ShapeDtypeStruct((batch_size, *sample.shape[1:]), sample.dtype),
-             "y": labels, "mask": jax.ShapeDtypeStruct((batch_size,), np.float32)}
-    if placement is None:
-        step = jax.jit(programs.train_step, donate_argnums=0)
-        state_args, batch_args = abstract, batch
-    else:
-        batch_sharding = placement.batch_sharding()
-        step = jax.jit(programs.train_step, in_shardings=(shardings, batch_sharding),
-                       out_shardings=(shardings, None), donate_argnums=0)
-        state_args = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                                  abstract, shardings)
-        batch_args = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sharding)
-                      for k, v in batch.items()}
-    compiled = step.lower(state_args, batch_args).compile()
-    report.memory, report.memory_note = _memory_stats(compiled)
+    report.memory, report.memory_note = compiled_step_memory(
+        trainer, programs, abstract, shardings, sample_x, sample_y, batch_size)
     return report

@@ -4,7 +4,7 @@
   each batch constrained to be split over (data, fsdp); XLA inserts the collectives.
 - "shard_map": an explicit SPMD step under ``jax.shard_map``: each device computes the
   gradients of its shard of the batch and they are averaged with ``lax.pmean`` over
-  (data, fsdp) (see ``make_train_step(axis_name=...)``); parameters are replicated.
+  (data, fsdp) (see :func:`jaxdl.step.spmd_mean`); parameters are replicated.
   This is where custom collectives go.
 - "pmap": legacy replicated data parallel with ``jax.pmap`` (in maintenance mode since
   JAX 0.8 and built on shard_map there): the same SPMD step mapped over the devices,
@@ -24,6 +24,8 @@ from jaxdl.parallel.placement import BATCH_AXES
 
 STRATEGIES = ("auto", "shard_map", "pmap")
 PMAP_AXIS = "batch"
+# The mesh axes an explicit SPMD step of each strategy averages over.
+SPMD_AXES: dict[str, str | tuple[str, ...]] = {"shard_map": BATCH_AXES, "pmap": PMAP_AXIS}
 
 
 def shard_map_step(spmd_step: Callable[..., Any], mesh: jax.sharding.Mesh) -> Callable[..., Any]:
@@ -63,3 +65,22 @@ def pmap_step(spmd_step: Callable[..., Any], mesh: jax.sharding.Mesh) -> Callabl
         return jax.lax.with_sharding_constraint(mapped(state, split), replicated)
 
     return step
+
+
+def spmd_step(strategy: str, make_step: Callable[..., Any], mesh: jax.sharding.Mesh
+              ) -> Callable[..., Any]:
+    """The training step of an explicit SPMD ``strategy`` ("shard_map" or "pmap").
+
+    Args:
+      strategy: "shard_map" (:func:`shard_map_step`) or "pmap" (:func:`pmap_step`).
+      make_step: ``make_step(axis_name=...) -> spmd_step(state, local_batch)``, e.g. a
+        ``functools.partial`` of :func:`jaxdl.step.make_train_step`; built over the
+        strategy's :data:`SPMD_AXES`.
+      mesh: the devices to run on.
+
+    Returns:
+      ``step(state, batch) -> (state, stats)`` on the global batch, state replicated.
+    """
+    wrap = {"shard_map": shard_map_step, "pmap": pmap_step}[strategy]
+    return wrap(make_step(axis_name=SPMD_AXES[strategy]), mesh)
+

@@ -1,36 +1,29 @@
-"""Metrics for other tools: TensorBoard event files and a CSV table, one row per epoch.
+"""Metrics as TensorBoard event files: scalars per epoch, one run folder per member.
 
-Both are writers in the sense of :mod:`jaxdl.writers`: callbacks that never
-change the state and do not need to run between epochs
-(``needs_every_epoch = False``), so they never stop the driver from fusing
-epochs into one dispatch. Only process 0 writes; on the other processes of a
-multi-host run every method does nothing, so all processes can build the same
-callback list.
-
-Both follow the resume rule of ``metrics.jsonl``: a run resumed at step ``s``
-keeps what was written up to ``s`` and replaces what came after it.
+Only process 0 writes; on the other processes of a multi-host run every method
+does nothing, so all processes can build the same callback list. A run resumed
+at step ``s`` keeps what was written up to ``s`` and replaces what came after
+it, as ``metrics.jsonl`` does.
 
 Example::
 
     tb = TensorBoardWriter("runs/a/tensorboard")
-    state, history = trainer.fit(state, x, y, epochs=5, callbacks=[tb, CsvWriter("a.csv")])
+    state, history = trainer.fit(state, x, y, epochs=5, callbacks=[tb])
     tb.write({"step": int(state.step), "split": "test", **trainer.evaluate(state, xt, yt)})
     tb.close()
 """
 
 from __future__ import annotations
 
-import csv
 import importlib.util
 import math
 import time
 from pathlib import Path
 from typing import Any
 
-import jax
-
 from jaxdl import errors
-from jaxdl.callbacks import Callback, member_logs
+from jaxdl.train.callbacks import Callback, member_logs
+from jaxdl.writers._process import is_process_zero
 
 # Keys of a metrics.jsonl record that locate it rather than measure something.
 _RECORD_KEYS = ("step", "epoch", "split", "member")
@@ -42,12 +35,6 @@ def _require(module: str, who: str, extra: str) -> None:
         raise errors.JaxdlError(
             f"{who} needs the '{module}' package, which is not installed. "
             f"Fix: pip install 'jaxdl[{extra}]' (or pip install {module}).")
-
-
-def _is_process_zero() -> bool:
-    # Asked on first use, not in __init__: a callback may be built before
-    # jax.distributed.initialize(), and asking earlier would start the backends too soon.
-    return jax.process_index() == 0
 
 
 def _split_key(key: str) -> tuple[str, str]:
@@ -129,8 +116,9 @@ class TensorBoardWriter(Callback):
         return self._writers[member]
 
     def on_train_begin(self, state, context):
+        self.members = context.get("members")
         self.steps_per_epoch = context["steps_per_epoch"]
-        if _is_process_zero():
+        if is_process_zero():
             self.close()  # a second fit starts new files, with its own resume point
             # TensorBoard hides events at steps >= purge_step from earlier files: keep up to
             # the step this fit starts from, as metrics.jsonl does.
@@ -139,10 +127,10 @@ class TensorBoardWriter(Callback):
         return state
 
     def on_epoch_end(self, epoch, logs, state):
-        if not _is_process_zero():
+        if not is_process_zero():
             return state
         step = (epoch + 1) * self.steps_per_epoch
-        for member, values in member_logs(logs, self.members_active):
+        for member, values in member_logs(logs, self.members):
             writer = self._writer(member)  # a population: one run folder per member
             for key, value in values.items():
                 split, name = _split_key(key)
@@ -176,7 +164,7 @@ class TensorBoardWriter(Callback):
             raise errors.input_error(
                 "record", "a dict with an integer 'step'", errors.describe(record),
                 "add the optimizer step, e.g. {'step': int(state.step), 'loss': 0.2}")
-        if not _is_process_zero():
+        if not is_process_zero():
             return
         split = record.get("split")
         writer = self._writer(record.get("member"))
@@ -192,91 +180,3 @@ class TensorBoardWriter(Callback):
         for writer in self._writers.values():
             writer.close()
         self._writers = {}
-
-
-def _cell(value: Any) -> str:
-    # str(float) is the shortest text that reads back as the same float; non-finite values
-    # are spelled as Python's float() reads them back.
-    number = float(value)
-    if math.isnan(number):
-        return "nan"
-    if math.isinf(number):
-        return "inf" if number > 0 else "-inf"
-    return str(number)
-
-
-class CsvWriter(Callback):
-    """Writes one CSV row per epoch: ``epoch, step``, training metrics, then ``val_`` metrics.
-
-    ``epoch`` counts from 1 and ``step`` is the optimizer step after the epoch,
-    as in metrics.jsonl. The header comes from the first epoch's logs. Columns
-    never move: a key that appears later is added at the end (the file is
-    rewritten, earlier rows empty there), and a key missing from an epoch
-    leaves its cell empty. NaN and inf are written ``nan``, ``inf``, ``-inf``.
-    A resumed run keeps the rows up to the step it starts from.
-
-    Args:
-      path: the .csv file (its folder is created if needed).
-    """
-
-    needs_every_epoch = False
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.steps_per_epoch: int | None = None
-        self.columns: list[str] | None = None
-
-    def _read(self) -> tuple[list[str], list[dict[str, str]]]:
-        if not self.path.exists():
-            return [], []
-        with self.path.open(newline="") as f:
-            reader = csv.DictReader(f)
-            rows = list(reader)
-            return list(reader.fieldnames or []), rows
-
-    def _rewrite(self, rows: list[dict[str, Any]]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("w", newline="") as f:
-            if self.columns is None:
-                return  # nothing kept: the first epoch writes the header
-            writer = csv.DictWriter(f, self.columns, restval="", extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
-
-    def on_train_begin(self, state, context):
-        self.steps_per_epoch = context["steps_per_epoch"]
-        if not _is_process_zero():
-            return state
-        start = int(context.get("step", 0))
-        columns, rows = self._read()
-        kept = [row for row in rows if (row.get("step") or "").isdigit()
-                and int(row["step"]) <= start]
-        self.columns = columns if kept else None
-        self._rewrite(kept)
-        return state
-
-    def on_epoch_end(self, epoch, logs, state):
-        if not _is_process_zero():
-            return state
-        rows = [{"epoch": epoch + 1, "step": (epoch + 1) * self.steps_per_epoch,
-                 **({} if member is None else {"member": member}),
-                 **{key: _cell(value) for key, value in values.items()}}
-                for member, values in member_logs(logs, self.members_active)]
-        if not rows:
-            return state
-        lead = ["epoch", "step", *(["member"] if "member" in rows[0] else [])]
-        keys = ([k for k in logs if not k.startswith("val_")] +
-                [k for k in logs if k.startswith("val_")])
-        if self.columns is None:
-            self.columns = [*lead, *keys]
-            self._rewrite(rows)
-            return state
-        new = [k for k in [*lead, *keys] if k not in self.columns]
-        if new:  # rare (e.g. a metric that starts mid-run): rewrite under the wider header
-            self.columns += new
-            self._rewrite([*self._read()[1], *rows])
-            return state
-        # Opened per epoch so that a crashed run leaves every finished epoch on disk.
-        with self.path.open("a", newline="") as f:
-            csv.DictWriter(f, self.columns, restval="").writerows(rows)
-        return state

@@ -6,7 +6,8 @@ saves the TrainState, its PRNG key as raw key data, and the epoch's metric
 accumulators), and ``meta``, JSON (data position, history, normalization
 statistics, config) that also records each leaf's path, shape and dtype. A
 position-weighted checksum of every leaf's bytes is computed on device while
-Orbax writes, and stored beside the step as ``<step>.digest.json``.
+Orbax writes, and stored beside the step as ``<step>.digest.json`` (both from
+:mod:`jaxdl.checkpoint.integrity`).
 
 Orbax commits atomically but keeps no data checksum and has no fallback: on
 restore the recorded structure is checked first against the target's (a changed
@@ -30,93 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 
 from jaxdl import errors
+from jaxdl.checkpoint.integrity import checksums, fetch_checksums, structure, structure_mismatch
 from jaxdl.state import TrainState
-
-
-def _words(leaf: jax.Array) -> jax.Array:
-    """The leaf's bytes as uint32 words, same layout (narrower types widened; 8-byte types
-    get a trailing axis of 2). No reshape, so it works on arrays of any sharding."""
-    if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
-        leaf = jax.random.key_data(leaf)
-    size = leaf.dtype.itemsize
-    if leaf.dtype == jnp.bool_:
-        return leaf.astype(jnp.uint32)
-    if size == 4:
-        return jax.lax.bitcast_convert_type(leaf, jnp.uint32)
-    if size < 4:
-        narrow = {2: jnp.uint16, 1: jnp.uint8}[size]
-        return jax.lax.bitcast_convert_type(leaf, narrow).astype(jnp.uint32)
-    return jax.lax.bitcast_convert_type(leaf, jnp.uint32)
-
-
-def _positions(shape: tuple[int, ...]) -> jax.Array:
-    """uint32 row-major position of every element of an array of ``shape``."""
-    position = jnp.zeros((), jnp.uint32)
-    stride = 1
-    for axis in reversed(range(len(shape))):
-        index = jax.lax.broadcasted_iota(jnp.uint32, shape, axis)
-        position = position + index * jnp.uint32(stride & 0xFFFFFFFF)
-        stride *= shape[axis]
-    return position
-
-
-@jax.jit
-def checksums(tree: Any) -> Any:
-    """Per leaf, uint32 [2]: the sum of its 32-bit words and their position-weighted sum.
-
-    Any single flipped bit changes the weighted sum (odd weights mod 2^32), and
-    lost or reordered words change one of the two.
-    """
-
-    def one(leaf):
-        words = _words(leaf)
-        weights = 2 * _positions(words.shape) + 1
-        return jnp.stack([jnp.sum(words, dtype=jnp.uint32),
-                          jnp.sum(words * weights, dtype=jnp.uint32)])
-
-    return jax.tree.map(one, tree)
-
-
-def structure(tree: Any) -> dict[str, dict[str, Any]]:
-    """JSON-safe ``{path: {"shape", "dtype"}}`` of a pytree (host-side, no device work)."""
-    return {jax.tree_util.keystr(path): {"shape": list(leaf.shape), "dtype": str(leaf.dtype)}
-            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
-
-
-def fetch_checksums(sums: Any) -> dict[str, list[int]]:
-    """``{path: [sum, weighted sum]}`` from the (possibly still computing) :func:`checksums`."""
-    return {jax.tree_util.keystr(path): [int(v) for v in value]
-            for path, value in jax.tree_util.tree_flatten_with_path(jax.device_get(sums))[0]}
-
-
-def digest(tree: Any) -> dict[str, dict[str, Any]]:
-    """JSON-safe ``{path: {"shape", "dtype", "checksum"}}`` of a pytree of arrays."""
-    sums = fetch_checksums(checksums(tree))
-    return {path: {**entry, "checksum": sums[path]} for path, entry in structure(tree).items()}
-
-
-def _structure(tree: Any) -> dict[str, tuple[list[int], str]]:
-    return {jax.tree_util.keystr(path): (list(leaf.shape), str(leaf.dtype))
-            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
-
-
-def structure_mismatch(saved: dict[str, dict[str, Any]], target: Any,
-                       partial: bool = False) -> list[str]:
-    """Human-readable differences between a saved digest and a target pytree (empty: same).
-
-    ``partial``: the target may be a subtree (leaves only in the checkpoint are fine).
-    """
-    want = _structure(target)
-    have = {k: (v["shape"], v["dtype"]) for k, v in saved.items()}
-    lines = [] if partial else [f"only in the checkpoint: {k} {have[k][0]} {have[k][1]}"
-                                for k in have if k not in want]
-    lines += [f"only in the model: {k} {want[k][0]} {want[k][1]}" for k in want if k not in have]
-    lines += [f"{k}: checkpoint {have[k][0]} {have[k][1]}, model {want[k][0]} {want[k][1]}"
-              for k in want if k in have and have[k] != want[k]]
-    return lines
 
 
 def storable(state: TrainState) -> TrainState:
@@ -336,14 +254,12 @@ class Checkpointer:
                 tried.append(f"{step}: {type(e).__name__} ({errors.first_sentence(e, 80)})")
                 self._set_aside(step, e)
                 continue
-            expected = self._expected_checksums(step)
-            if expected is None:
+            bad = self._bad_leaves(step, tree)
+            if bad is None:
                 warnings.warn(f"checkpoint {step} under {self.directory} has no digest (the "
                               "process stopped right after saving it); restored without "
                               "verifying its bytes.", stacklevel=2)
                 return tree, meta, step
-            actual = fetch_checksums(checksums(tree))
-            bad = [path for path, value in actual.items() if expected.get(path) != value]
             if bad:
                 error = ValueError(f"checksum mismatch in {', '.join(bad[:5])}")
                 tried.append(f"{step}: checksum mismatch")
@@ -358,14 +274,17 @@ class Checkpointer:
                 "into that directory.")
         return None
 
-    def _expected_checksums(self, step: int) -> dict[str, list[int]] | None:
+    def _bad_leaves(self, step: int, tree: Any) -> list[str] | None:
+        """Paths of ``tree`` whose bytes differ from ``step``'s digest (None: no digest)."""
         path = self._digest_file(step)
         if not path.exists():
             return None
         try:
-            return json.loads(path.read_text())
+            expected = json.loads(path.read_text())
         except ValueError:  # a damaged digest file: the bytes cannot be vouched for
-            return {}
+            expected = {}
+        actual = fetch_checksums(checksums(tree))
+        return [leaf for leaf, value in actual.items() if expected.get(leaf) != value]
 
     def _read(self, step: int, placed: Any, partial: bool) -> Any:
         ocp = self._ocp
@@ -405,18 +324,22 @@ class Checkpointer:
         self.close()
 
 
-
 @dataclasses.dataclass
 class Checkpointing:
     """How ``fit`` checkpoints: where, how often, and what else to save.
 
     Attributes:
       checkpointer: the :class:`Checkpointer` (its directory holds the step dirs).
-      every_epochs: save after every this many epochs (None: not by epochs).
-      every_steps: save at the first dispatch boundary after every this many steps.
+      every_epochs: save after every this many epochs (None or 0: not by epochs).
+      every_steps: save at the first dispatch boundary after every this many steps
+        (None or 0: not by steps).
       resume: start from the newest good checkpoint when there is one.
       meta: JSON-safe extras saved with every checkpoint (config, normalization stats).
       stop_requested: returns a signal number once the run should checkpoint and stop.
+
+    Example::
+
+        Checkpointing(Checkpointer("runs/a/checkpoints"), every_epochs=0, every_steps=500)
     """
 
     checkpointer: Checkpointer
@@ -426,5 +349,11 @@ class Checkpointing:
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
     stop_requested: Callable[[], int | None] = lambda: None
 
+    def __post_init__(self) -> None:
+        # A config spells "off" as 0 (checkpoint.every_steps=0); one spelling for the driver.
+        self.every_epochs = self.every_epochs or None
+        self.every_steps = self.every_steps or None
+
     def reached_preemption(self, step: int) -> bool:
+        """The checkpointer's :meth:`Checkpointer.reached_preemption`."""
         return self.checkpointer.reached_preemption(step)

@@ -43,7 +43,7 @@ Series = dict[tuple[str, int | None], dict[str, dict[int, float]]]
 
 
 @dataclass
-class Run:
+class RunLog:
     """The train/val curves of one workdir, as read from its metrics.jsonl."""
 
     name: str
@@ -89,7 +89,7 @@ def _number(value: Any) -> float | None:
     return None
 
 
-def read_run(workdir: str | Path) -> Run:
+def read_run(workdir: str | Path) -> RunLog:
     """Reads the train and val lines of ``workdir/metrics.jsonl``.
 
     A resumed run may have rewritten epochs; the last line for an epoch wins.
@@ -108,7 +108,7 @@ def read_run(workdir: str | Path) -> Run:
             "when its first epoch ends.")
     text = path.read_text()
     lines = text.splitlines()
-    run = Run(workdir.resolve().name or str(workdir))
+    run = RunLog(workdir.resolve().name or str(workdir))
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -151,7 +151,7 @@ def _final(curve: dict[int, float] | None) -> float:
     return value if math.isfinite(value) else math.nan
 
 
-def best_member(run: Run) -> int | None:
+def best_member(run: RunLog) -> int | None:
     """The member with the lowest final ``val_loss``; without val loss, the highest final
     val accuracy-like metric; without validation, the lowest final training loss."""
     members = run.members
@@ -180,7 +180,7 @@ def _curve(values: dict[int, float]) -> tuple[np.ndarray, np.ndarray]:
     return epochs, np.where(np.isfinite(ys), ys, np.nan)  # inf would wreck the y-range
 
 
-def _band(run: Run, split: str, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _band(run: RunLog, split: str, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Epochs and the per-epoch min/max over the members with a finite value there."""
     curves = [run.series.get((split, m), {}).get(metric, {}) for m in run.members]
     epochs = np.array(sorted({e for c in curves for e in c}))
@@ -192,7 +192,7 @@ def _band(run: Run, split: str, metric: str) -> tuple[np.ndarray, np.ndarray, np
     return epochs, np.where(some, lo, np.nan), np.where(some, hi, np.nan)
 
 
-def _unique_names(runs: list[Run], paths: list[Path]) -> None:
+def _unique_names(runs: list[RunLog], paths: list[Path]) -> None:
     """Two runs called ``seed0`` in different folders get their full paths as names."""
     names = [r.name for r in runs]
     for run, path in zip(runs, paths, strict=True):
@@ -200,7 +200,7 @@ def _unique_names(runs: list[Run], paths: list[Path]) -> None:
             run.name = str(path)
 
 
-def _metrics(runs: list[Run], metrics: Sequence[str] | None) -> list[str]:
+def _metrics(runs: list[RunLog], metrics: Sequence[str] | None) -> list[str]:
     known = list(dict.fromkeys(k for run in runs for k in run.metrics))
     if metrics is None:
         return sorted(known, key=lambda k: k != "loss")  # stable: loss first, then as logged

@@ -1,23 +1,15 @@
-"""Where metrics go: the console (a line per epoch, a live bar on a terminal) and JSONL.
-
-Writers are callbacks that never change the state and do not need to run
-between epochs (``needs_every_epoch = False``), so they do not stop the driver
-from fusing several epochs into one dispatch: their lines then arrive together
-when that dispatch ends.
-"""
+"""Metrics on the console: a line per epoch, and a live progress bar on a terminal."""
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
-from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
-from jaxdl.callbacks import Callback, member_logs
+from jaxdl.train.callbacks import Callback
 
 
 def _number(value: float) -> str:
@@ -71,6 +63,7 @@ class ConsoleLogger(Callback):
         self._progress = None
 
     def on_train_begin(self, state, context):
+        self.members = context.get("members")
         self.epochs = context["epochs"]
         self.start = self.last = time.perf_counter()
         if self.live:
@@ -95,8 +88,9 @@ class ConsoleLogger(Callback):
     def on_epoch_end(self, epoch, logs, state):
         now = time.perf_counter()
         members = ""
-        if self.members_active is not None:
-            members = f" · {int(np.sum(self.members_active))}/{len(self.members_active)} members"
+        reported = None if self.members is None else self.members.reported
+        if reported is not None:
+            members = f" · {int(np.sum(reported))}/{len(reported)} members"
         line = (f"Epoch {epoch + 1}/{self.epochs}{members} · {format_logs(logs)} · "
                 f"{now - self.last:.2f}s")
         self.last = now
@@ -113,63 +107,4 @@ class ConsoleLogger(Callback):
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
-        return state
-
-
-def jsonable(value: Any) -> Any:
-    """Floats stay full precision; NaN/inf become strings JSON can hold."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value
-
-
-class JsonlWriter(Callback):
-    """Appends one JSON object per split per epoch to ``path`` (the metrics.jsonl contract).
-
-    Each line: ``{"step", "epoch", "split", <metric>: float, ...}``; ``epoch`` counts
-    from 1; ``step`` is the optimizer step after that epoch. A population writes one
-    line per member that trained that epoch, with a ``"member"`` index.
-    """
-
-    needs_every_epoch = False
-
-    def __init__(self, path: str | Path, steps_per_epoch: int | None = None):
-        self.path = Path(path)
-        self.steps_per_epoch = steps_per_epoch
-
-    def on_train_begin(self, state, context):
-        # A resumed run rewrites what came after its checkpoint: keep the train/val lines up
-        # to the step it starts from, drop later ones and any test line.
-        import jax
-
-        self.steps_per_epoch = context["steps_per_epoch"]
-        start = context.get("step", 0)
-        if self.path.exists() and jax.process_index() == 0:
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("split") in ("train", "val")
-                    and json.loads(line).get("step", 0) <= start]
-            self.path.write_text("".join(line + "\n" for line in kept))
-        return state
-
-    def write(self, *records: dict[str, Any]) -> None:
-        """Appends records as JSON lines (on process 0 only, in multi-host runs)."""
-        import jax
-
-        if jax.process_index() != 0 or not records:
-            return
-        with self.path.open("a") as f:  # one open per epoch: a population writes N lines
-            f.write("".join(json.dumps({k: jsonable(v) for k, v in record.items()}) + "\n"
-                            for record in records))
-
-    def on_epoch_end(self, epoch, logs, state):
-        step = (epoch + 1) * self.steps_per_epoch
-        records = []
-        for member, values in member_logs(logs, self.members_active):
-            tag = {} if member is None else {"member": member}
-            train = {k: v for k, v in values.items() if not k.startswith("val_")}
-            records.append({"step": step, "epoch": epoch + 1, "split": "train", **tag, **train})
-            val = {k[4:]: v for k, v in values.items() if k.startswith("val_")}
-            if val:
-                records.append({"step": step, "epoch": epoch + 1, "split": "val", **tag, **val})
-        self.write(*records)
         return state

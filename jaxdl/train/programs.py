@@ -11,7 +11,7 @@ from __future__ import annotations
 import collections
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -46,9 +46,10 @@ class Programs:
                  population: str | None = None, precision: str = "float32",
                  grad_accum_steps: int = 1):
         self.model, self.loss, self.tx = model, loss, tx
-        # Every training step gets these, whichever strategy wraps it (see jaxdl.step).
-        make_train_step = functools.partial(step_lib.make_train_step, precision=precision,
-                                            grad_accum_steps=grad_accum_steps)
+        # One model's step; _train_step wraps it for the population or the strategy.
+        make_step = functools.partial(step_lib.make_train_step, model, loss, tx, metrics,
+                                      augment=augment, nan_policy=nan_policy,
+                                      precision=precision, grad_accum_steps=grad_accum_steps)
         self.placement = placement
         # None: one model. "shared"/"member": a population (vmap over a leading member
         # axis of the state) training on the same batches / on each member's own order.
@@ -63,37 +64,8 @@ class Programs:
             raise errors.input_error("strategy", "'auto' for a population (its member axis is "
                                      "vmapped and sharded by jit)", repr(placement.strategy),
                                      "use strategy='auto' with population runs")
-        if population is not None:
-            from jaxdl import population as population_lib
-
-            self.train_step = self._split_batches(population_lib.vmap_train_step(
-                make_train_step(model, loss, tx, metrics, augment=augment,
-                                nan_policy=nan_policy),
-                member_data=population == "member"), member_axis=population == "member")
-        elif placement is not None and placement.strategy == "shard_map":
-            from jaxdl.parallel.placement import BATCH_AXES
-            from jaxdl.parallel.strategies import shard_map_step
-
-            self.train_step = shard_map_step(make_train_step(
-                model, loss, tx, metrics, augment=augment, nan_policy=nan_policy,
-                axis_name=BATCH_AXES), placement.mesh)
-        elif placement is not None and placement.strategy == "pmap":
-            from jaxdl.parallel.strategies import PMAP_AXIS, pmap_step
-
-            self.train_step = pmap_step(make_train_step(
-                model, loss, tx, metrics, augment=augment, nan_policy=nan_policy,
-                axis_name=PMAP_AXIS), placement.mesh)
-        else:
-            self.train_step = self._split_batches(make_train_step(
-                model, loss, tx, metrics, augment=augment, nan_policy=nan_policy))
-        eval_step = step_lib.make_eval_step(model, loss, metrics, precision=precision)
-        predict = step_lib.make_predict_step(model, loss.link, precision=precision)
-        if population is not None:  # every member on the same examples
-            eval_step = jax.vmap(eval_step, in_axes=(0, None))
-            predict = jax.vmap(predict, in_axes=(0, None))
-        self.eval_step = self._split_batches(eval_step)
-        self.predict_step = predict if placement is None else (
-            lambda state, x: predict(state, placement.constrain_batch({"x": x})["x"]))
+        self.train_step = self._train_step(make_step)
+        self.eval_step, self.predict_step = self._eval_steps(metrics, precision)
         self.outputs = step_lib.make_predict_step(model)
         # Trace counts: each new trace of a program is a compile (jit's C++ cache also
         # grows for argument variants that reuse an executable, so its size is no measure).
@@ -113,8 +85,41 @@ class Programs:
         self.predict_batch = jax.jit(self.predict_step)
         self._loop_friendly: bool | None = None
         self._abstract: dict[Any, Any] = {}
-        self.last_perf: dict[str, float] = {}
         self._signature: dict[str, tuple] | None = None
+
+    def _train_step(self, make_step: Callable[..., Any]) -> Any:
+        """``make_step()`` (one model's step) wrapped for this population or strategy.
+
+        A population vmaps it over the member axis; "shard_map" and "pmap" build it over
+        their SPMD axes and map it over the mesh; "auto" (and no mesh) leave it to jit,
+        with each batch split over the data axes.
+        """
+        if self.population is not None:
+            from jaxdl import population as population_lib
+
+            member = self.population == "member"
+            return self._split_batches(population_lib.vmap_train_step(
+                make_step(), member_data=member), member_axis=member)
+        if self.placement is None or self.placement.strategy == "auto":
+            return self._split_batches(make_step())
+        from jaxdl.parallel.strategies import spmd_step
+
+        return spmd_step(self.placement.strategy, make_step, self.placement.mesh)
+
+    def _eval_steps(self, metrics: Sequence[metrics_lib.Metric], precision: str
+                    ) -> tuple[Any, Any]:
+        """``(eval_step, predict_step)``, vmapped for a population (every member on the
+        same examples) and with the batch split over the data axes on a mesh."""
+        eval_step = step_lib.make_eval_step(self.model, self.loss, metrics, precision=precision)
+        predict = step_lib.make_predict_step(self.model, self.loss.link, precision=precision)
+        if self.population is not None:
+            eval_step = jax.vmap(eval_step, in_axes=(0, None))
+            predict = jax.vmap(predict, in_axes=(0, None))
+        placement = self.placement
+        if placement is None:
+            return eval_step, predict
+        return self._split_batches(eval_step), (
+            lambda state, x: predict(state, placement.constrain_batch({"x": x})["x"]))
 
     def member_spec(self, state: TrainState) -> Any:
         """The state of one model: ``state`` itself, or a population member's shapes."""
@@ -182,7 +187,7 @@ class Programs:
 
     def flops_per_step(self, state: TrainState, batch_spec: dict[str, Any]) -> float | None:
         """FLOPs of one training step (XLA cost analysis), cached per shapes."""
-        from jaxdl import perf
+        from jaxdl.train import perf
 
         return self.abstract_value("flops", lambda: perf.step_flops(self.train_step, state,
                                                                      batch_spec),

@@ -22,9 +22,13 @@ def get_config() -> ml_collections.ConfigDict:
     # instead of `name`; pipeline: "memory" (read it in), "grain" (stream the training
     # split from disk) or "auto" (stream when it is over 2 GiB). images: digits as
     # [8, 8, 1] pixels in [0, 1] (for CNNs) instead of 64 standardized columns.
+    # name="text" (experiments/charlm.py): windows of seq_len bytes, every stride bytes
+    # (0: seq_len); max_bytes / eval_bytes > 0 spread that many bytes of windows over the
+    # training / evaluation files.
     c.data = ml_collections.ConfigDict(dict(
         name="breast_cancer", val_fraction=0.15, test_fraction=0.2, standardize=True,
-        clean=True, records="", pipeline="auto", images=False))
+        clean=True, records="", pipeline="auto", images=False, seq_len=128, stride=0,
+        max_bytes=0, eval_bytes=0))
     c.model = ml_collections.ConfigDict(dict(
         name="mlp", features=(10, 10, 1), activation="relu", dropout_rate=0.0))
     c.loss = "binary_crossentropy"

@@ -84,14 +84,14 @@ def plot_attributions(attributions: np.ndarray, names: list[str], path: str | Pa
 
 
 def _read_run_inputs(input_path: Path, num_features: list[int]) -> np.ndarray:
-    from jaxdl import run
+    from jaxdl.experiment import workdir as workdir_lib
 
     if not input_path.is_file():
         raise errors.input_error("--input", "an existing .csv or .npy file",
                                  f"{str(input_path)!r}, which does not exist",
                                  "pass the path of a file of raw features")
     try:
-        x = np.asarray(run._read_inputs(input_path))
+        x = np.asarray(workdir_lib.read_inputs(input_path))
     except (OSError, ValueError) as e:
         raise errors.input_error("--input", "a .csv of numbers or a numeric .npy array",
                                  f"{input_path} ({str(e).strip()[:200]})",
@@ -146,10 +146,10 @@ def explain_workdir(workdir: str | Path, input_path: str | Path,
     if output_png is not None and Path(output_png).suffix.lower() != ".png":
         raise errors.input_error("--output-png", "a path ending in .png", repr(str(output_png)),
                                  "pass e.g. --output-png attributions.png")
-    from jaxdl import run
     from jaxdl.data import transforms
+    from jaxdl.experiment import restore
 
-    config, trainer, state, meta = run.restore_from_workdir(workdir)
+    config, trainer, state, meta = restore.restore_from_workdir(workdir)
     input_path = Path(input_path)
     x = _read_run_inputs(input_path, meta["num_features"])
     if meta.get("scaler"):
@@ -166,7 +166,7 @@ def explain_workdir(workdir: str | Path, input_path: str | Path,
         parts.append(METHODS[method](predict_fn, padded, **options)[:len(batch)])
     attributions = np.concatenate(parts)
 
-    names = feature_names(config.get("data", {}).get("name"), int(np.prod(x.shape[1:])))
+    names = feature_names(config.data.name, int(np.prod(x.shape[1:])))
     for path in (output_csv, output_png):
         if path is not None:
             Path(path).parent.mkdir(parents=True, exist_ok=True)

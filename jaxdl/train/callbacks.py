@@ -7,8 +7,9 @@ They may return a new state (restored weights, a lowered learning rate) and set
 boundary, so a stop takes effect exactly where Keras would stop.
 
 Populations (:mod:`jaxdl.population`): each log value is a float64 array [N],
-one per member (NaN for members that no longer train; ``members_active`` says
-which trained this epoch). The kit's callbacks then act per member: early
+one per member (NaN for members that no longer train; ``context["members"]`` in
+``on_train_begin``, a :class:`~jaxdl.train.members.MemberView`, says which trained
+the epoch being reported). The kit's callbacks then act per member: early
 stopping and NaN termination stop single members (``stopped_members``), the
 plateau callback lowers single members' learning rates; ``stop_training`` means
 every member is done.
@@ -47,13 +48,15 @@ def _from_json(value: Any, dtype: Any = np.float64) -> Any:
     return float(value) if dtype == np.float64 else value
 
 
-def member_logs(logs: dict[str, Any], active: Any = None) -> list[tuple[int | None, dict]]:
+def member_logs(logs: dict[str, Any], members: Any = None) -> list[tuple[int | None, dict]]:
     """``[(None, logs)]`` for one model; ``[(i, logs of member i), ...]`` for a population
-    (members in ``active`` [N] only, when given)."""
+    (the members the epoch trained, when ``members``, the fit's
+    :class:`~jaxdl.train.members.MemberView`, is given)."""
     sizes = {np.size(v) for v in logs.values() if np.ndim(v)}
     if not sizes:
         return [(None, {k: float(v) for k, v in logs.items()})]
     n = sizes.pop()
+    active = None if members is None else members.reported
     members = range(n) if active is None else np.flatnonzero(active)
     return [(int(i), {k: float(np.asarray(v).reshape(n)[i]) for k, v in logs.items()})
             for i in members]
@@ -63,13 +66,14 @@ class Callback:
     """Base class; override what you need. ``stop_training`` ends ``fit`` after this epoch."""
 
     stop_training: bool = False
-    # Populations: members that trained in the epoch being reported (set by the driver
-    # before on_epoch_end; None for one model), and members this callback stopped.
-    members_active: np.ndarray | None = None
+    # Populations: the members this callback stopped (bool [N]; None for one model).
     stopped_members: np.ndarray | None = None
+    # The fit's MemberView, for callbacks that keep context["members"] in on_train_begin.
+    members: Any = None
 
     def on_train_begin(self, state: TrainState, context: dict[str, Any]) -> TrainState:
-        """Called once before the first dispatch; ``context`` has epochs, steps_per_epoch..."""
+        """Called once before the first dispatch; ``context`` has epochs, steps_per_epoch,
+        batch_size, step, population and members (see :func:`jaxdl.train.fit.fit`)."""
         return state
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float], state: TrainState) -> TrainState:
@@ -343,6 +347,7 @@ class TerminateOnNaN(Callback):
         self.bad_epoch: int | None = None
 
     def on_train_begin(self, state, context):
+        self.members = context.get("members")
         if self.restore_last_good:
             self.good = _copy(state)
         return state
@@ -367,8 +372,8 @@ class TerminateOnNaN(Callback):
         n = next(np.size(v) for v in logs.values() if np.ndim(v))
         if self.stopped_members is None:
             self.stopped_members = np.zeros(n, bool)
-        trained = (np.ones(n, bool) if self.members_active is None
-                   else np.asarray(self.members_active, bool)) & ~self.stopped_members
+        reported = None if self.members is None else self.members.reported
+        trained = (np.ones(n, bool) if reported is None else reported) & ~self.stopped_members
         finite = np.all([np.isfinite(np.asarray(v, np.float64).reshape(n))
                          for k, v in logs.items() if not k.startswith("val_")], axis=0)
         bad = trained & ~finite

@@ -15,41 +15,19 @@ be inspected on a laptop with fake CPU devices::
 from __future__ import annotations
 
 import math
-import pathlib
-from typing import Any
 
 import jax
 import ml_collections
-import numpy as np
 
-from jaxdl.parallel.report import Preflight, human_bytes, preflight
-
-_human = human_bytes  # the former private name
-
-
-def parameter_table(params: Any) -> list[dict[str, Any]]:
-    """One row per parameter: path, shape, dtype, count, bytes (abstract or concrete leaves).
-
-    Args:
-      params: a params tree of arrays or ``jax.ShapeDtypeStruct``.
-
-    Returns:
-      A list of dicts with keys ``path``, ``shape``, ``dtype``, ``count`` and ``bytes``.
-    """
-    rows = []
-    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-        count = math.prod(leaf.shape)
-        rows.append({"path": jax.tree_util.keystr(path), "shape": tuple(leaf.shape),
-                     "dtype": str(leaf.dtype), "count": count,
-                     "bytes": count * np.dtype(leaf.dtype).itemsize})
-    return rows
+from jaxdl.parallel.report import Preflight, preflight
 
 
 def _check_device_count(config: ml_collections.ConfigDict) -> None:
     """A mesh larger than this machine: say how to inspect it on fake CPU devices."""
-    from jaxdl import errors, run
+    from jaxdl import errors
+    from jaxdl.experiment import build
 
-    spec = run.mesh_spec(config)
+    spec = build.mesh_spec(config)
     if spec is None:
         return
     needed = math.prod(v for v in spec.values() if isinstance(v, int) and v > 0)
@@ -78,32 +56,22 @@ def preflight_of(config: ml_collections.ConfigDict, *, compile_step: bool = True
     Raises:
       InputError: naming ``--config.KEY`` for a bad data name, model, mesh or batch size.
     """
-    from jaxdl import run
-    from jaxdl.data import datasets
+    from jaxdl.experiment import build
+    from jaxdl.experiment import data as data_lib
+    from jaxdl.experiment.settings import complete, config_errors
 
-    with run.config_errors():
-        if config.data.get("records", ""):
-            from jaxdl.data import open_records
-
-            train = open_records(pathlib.Path(config.data.records) / "train")
-            rows = train[np.arange(1)]
-            images, y, data_bytes = rows["x"], rows["y"], 0
-        elif config.data.name == "text":  # byte tokens: only the window shape matters
-            images = y = np.zeros((1, config.data.get("seq_len", 128)), np.int32)
-            data_bytes = 0
-        else:
-            x, y = datasets.raw_arrays(config.data.name)
-            images = x.reshape(len(x), 8, 8, 1) if config.data.get("images", False) else x
-            data_bytes = int(x.nbytes + y.nbytes)
+    config = complete(config)
+    with config_errors(config):
+        sample_x, sample_y, data_bytes = data_lib.peek(config)
         _check_device_count(config)
-        trainer = run.build_trainer(config, steps_per_epoch=None)
-        members = run.population_settings(config)
-        report = preflight(trainer, images[:1], config.batch_size, sample_y=y[:1],
+        trainer = build.trainer(config, steps_per_epoch=None)
+        members = build.population(config)
+        report = preflight(trainer, sample_x, config.batch_size, sample_y=sample_y,
                            compile_step=compile_step, large_bytes=large_bytes,
                            data_bytes=data_bytes if trainer.placement else 0,
                            population=members and members["size"],
                            hparams=list(members["hparams"]) if members else ())
-    return report, tuple(images.shape[1:])
+    return report, tuple(sample_x.shape[1:])
 
 
 def summarize(config: ml_collections.ConfigDict) -> str:

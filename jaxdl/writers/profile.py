@@ -13,7 +13,7 @@ from pathlib import Path
 import jax
 
 from jaxdl import errors
-from jaxdl.callbacks import Callback
+from jaxdl.train.callbacks import Callback
 
 
 def parse_steps(text: str) -> tuple[int, int] | None:

@@ -1,0 +1,137 @@
+"""What a checkpoint should hold: each leaf's path, shape, dtype and a checksum of its bytes.
+
+The checksums are computed on device, so that a save does not wait for them and a
+restore verifies the bytes it just placed without copying them to the host first.
+The structure is host-side (shapes and dtypes only): a restore compares it with the
+target before anything is allocated.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+
+def _words(leaf: jax.Array) -> jax.Array:
+    """The leaf's bytes as uint32 words, same layout (narrower types widened; 8-byte types
+    get a trailing axis of 2). No reshape, so it works on arrays of any sharding."""
+    if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+        leaf = jax.random.key_data(leaf)
+    size = leaf.dtype.itemsize
+    if leaf.dtype == jnp.bool_:
+        return leaf.astype(jnp.uint32)
+    if size == 4:
+        return jax.lax.bitcast_convert_type(leaf, jnp.uint32)
+    if size < 4:
+        narrow = {2: jnp.uint16, 1: jnp.uint8}[size]
+        return jax.lax.bitcast_convert_type(leaf, narrow).astype(jnp.uint32)
+    return jax.lax.bitcast_convert_type(leaf, jnp.uint32)
+
+
+def _positions(shape: tuple[int, ...]) -> jax.Array:
+    """uint32 row-major position of every element of an array of ``shape``."""
+    position = jnp.zeros((), jnp.uint32)
+    stride = 1
+    for axis in reversed(range(len(shape))):
+        index = jax.lax.broadcasted_iota(jnp.uint32, shape, axis)
+        position = position + index * jnp.uint32(stride & 0xFFFFFFFF)
+        stride *= shape[axis]
+    return position
+
+
+@jax.jit
+def checksums(tree: Any) -> Any:
+    """Per leaf, uint32 [2]: the sum of its 32-bit words and their position-weighted sum.
+
+    Any single flipped bit changes the weighted sum (odd weights mod 2^32), and
+    lost or reordered words change one of the two.
+
+    Args:
+      tree: a pytree of arrays (any dtype, PRNG keys included, any sharding).
+
+    Returns:
+      The same tree with a uint32 [2] array per leaf, still on device: hand it to
+      :func:`fetch_checksums` when the numbers are needed.
+    """
+
+    def one(leaf):
+        words = _words(leaf)
+        weights = 2 * _positions(words.shape) + 1
+        return jnp.stack([jnp.sum(words, dtype=jnp.uint32),
+                          jnp.sum(words * weights, dtype=jnp.uint32)])
+
+    return jax.tree.map(one, tree)
+
+
+def structure(tree: Any) -> dict[str, dict[str, Any]]:
+    """JSON-safe ``{path: {"shape", "dtype"}}`` of a pytree (host-side, no device work).
+
+    Args:
+      tree: a pytree of arrays or ``jax.ShapeDtypeStruct``.
+
+    Returns:
+      Per leaf, keyed by ``jax.tree_util.keystr`` of its path: its shape as a list and
+      its dtype's name, e.g. ``{"['w']": {"shape": [3, 2], "dtype": "float32"}}``.
+    """
+    return {jax.tree_util.keystr(path): {"shape": list(leaf.shape), "dtype": str(leaf.dtype)}
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def fetch_checksums(sums: Any) -> dict[str, list[int]]:
+    """``{path: [sum, weighted sum]}`` from the (possibly still computing) :func:`checksums`.
+
+    Args:
+      sums: what :func:`checksums` returned; this waits for the device to finish it.
+
+    Returns:
+      Per leaf path, its two checksums as Python ints (what ``<step>.digest.json`` holds).
+    """
+    return {jax.tree_util.keystr(path): [int(v) for v in value]
+            for path, value in jax.tree_util.tree_flatten_with_path(jax.device_get(sums))[0]}
+
+
+def digest(tree: Any) -> dict[str, dict[str, Any]]:
+    """JSON-safe ``{path: {"shape", "dtype", "checksum"}}`` of a pytree of arrays.
+
+    Args:
+      tree: a pytree of arrays.
+
+    Returns:
+      :func:`structure` with each leaf's :func:`fetch_checksums` entry added.
+
+    Example::
+
+        digest({"w": jnp.ones((3, 2))})["['w']"]["checksum"]  # [sum, weighted sum]
+    """
+    sums = fetch_checksums(checksums(tree))
+    return {path: {**entry, "checksum": sums[path]} for path, entry in structure(tree).items()}
+
+
+def _pairs(entries: dict[str, dict[str, Any]]) -> dict[str, tuple[list[int], str]]:
+    """``{path: (shape, dtype)}``: a :func:`structure` in a form that compares with ``!=``."""
+    return {path: (entry["shape"], entry["dtype"]) for path, entry in entries.items()}
+
+
+def structure_mismatch(saved: dict[str, dict[str, Any]], target: Any,
+                       partial: bool = False) -> list[str]:
+    """Human-readable differences between a saved digest and a target pytree (empty: same).
+
+    Args:
+      saved: the :func:`structure` (or :func:`digest`) recorded with a checkpoint.
+      target: the pytree to restore into (arrays or ``jax.ShapeDtypeStruct``).
+      partial: the target may be a subtree (leaves only in the checkpoint are fine).
+
+    Returns:
+      One line per leaf only in the checkpoint, only in the model, or with another
+      shape or dtype; an empty list when the two agree.
+    """
+    want = _pairs(structure(target))
+    have = _pairs(saved)
+    lines = [] if partial else [f"only in the checkpoint: {k} {have[k][0]} {have[k][1]}"
+                                for k in have if k not in want]
+    lines += [f"only in the model: {k} {want[k][0]} {want[k][1]}" for k in want if k not in have]
+    lines += [f"{k}: checkpoint {have[k][0]} {have[k][1]}, model {want[k][0]} {want[k][1]}"
+              for k in want if k in have and have[k] != want[k]]
+    return lines

@@ -1,0 +1,112 @@
+"""What a fit saves to go on exactly where it stopped, and how it reads it back.
+
+A fit's checkpoint holds the state, the current epoch's training statistics
+(``acc``), the callbacks' arrays, and as JSON meta its :class:`Position` (epoch,
+step in epoch, history) and the run's identity (seed, batch size, example count,
+shuffle): a checkpoint of other data or settings is refused, never half-used.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from jaxdl import errors
+from jaxdl.state import TrainState
+
+if TYPE_CHECKING:  # the manager imports Orbax (a second): only a fit that checkpoints needs it
+    from jaxdl.checkpoint.manager import Checkpointing
+    from jaxdl.train.callbacks import Callback
+
+
+@dataclasses.dataclass
+class Position:
+    """Where a fit stands: what a checkpoint's ``position`` and ``history`` record."""
+
+    origin: int
+    epoch: int
+    first: int
+    history: dict[str, list[Any]]
+    finished: bool = False
+    # A population's members stopped by nan_policy="raise": member (str) -> step.
+    diverged: dict[str, int] = dataclasses.field(default_factory=dict)
+
+
+def _best_of(value: float | list[float], mode: str) -> float:
+    """A population's value for keeping the best checkpoint: its best member's."""
+    if not isinstance(value, list):
+        return value
+    finite = [v for v in value if np.isfinite(v)]
+    if not finite:
+        return float("nan")
+    return min(finite) if mode == "min" else max(finite)
+
+
+class FitCheckpoints:
+    """Saves and restores one fit's checkpoints (state, statistics, callbacks, position)."""
+
+    def __init__(self, checkpointing: Checkpointing, callbacks: Sequence[Callback],
+                 identity: dict[str, Any]):
+        self.checkpointing, self.callbacks, self.identity = checkpointing, callbacks, identity
+        self.checkpointer = checkpointing.checkpointer
+
+    def _callback_tree(self, arrays_of) -> dict[str, Any]:
+        extra = {str(i): arrays_of(cb) for i, cb in enumerate(self.callbacks)}
+        return {k: v for k, v in extra.items() if v is not None}
+
+    def save(self, step: int, state: TrainState, acc: Any, position: Position) -> None:
+        """Writes a checkpoint at optimizer step ``step`` (asynchronously)."""
+        from jaxdl.checkpoint.manager import storable
+
+        tree = {"state": storable(state), "acc": acc}
+        extra = self._callback_tree(lambda cb: cb.checkpoint_arrays())
+        if extra:
+            tree["callbacks"] = extra
+        meta = {**self.checkpointing.meta, **self.identity,
+                "position": {"epoch": position.epoch, "step_in_epoch": position.first,
+                             "step": step},
+                "origin_epoch": position.origin, "finished": position.finished,
+                # Copies: an async save serializes the meta later, while the fit appends
+                # to the history (a resume would then see epochs it never reached).
+                "history": {k: list(v) for k, v in position.history.items()},
+                "diverged": dict(position.diverged),
+                "callbacks": copy.deepcopy([cb.state_dict() for cb in self.callbacks])}
+        metrics = ({k: _best_of(v[-1], self.checkpointer.best_mode)
+                    for k, v in position.history.items()} if position.history else None)
+        self.checkpointer.save(step, tree, meta, metrics)
+
+    def restore(self, state: TrainState, acc: Any) -> tuple[TrainState, Any, Position | None]:
+        """The newest good checkpoint's state, statistics and position (callbacks reloaded);
+        ``(state, acc, None)`` when there is none. ``state``/``acc`` give the structure and
+        shardings to restore into."""
+        from jaxdl.checkpoint.manager import storable, unstorable
+
+        target = {"state": storable(state), "acc": acc}
+        extra = self._callback_tree(lambda cb: cb.checkpoint_template(state))
+        if extra:
+            target["callbacks"] = extra
+        found = self.checkpointer.restore(target)
+        if found is None:
+            return state, acc, None
+        tree, meta, step = found
+        changed = {k: (meta.get(k), v) for k, v in self.identity.items() if meta.get(k) != v}
+        if changed:
+            raise errors.input_error(
+                "checkpoint", f"a checkpoint of this run's data and settings (step {step} under "
+                f"{self.checkpointer.directory})",
+                "different " + ", ".join(f"{k} (saved {a}, now {b})" for k, (a, b) in
+                                         changed.items()),
+                "run with the settings the checkpoint was made with, or use a new directory")
+        for i, cb in enumerate(self.callbacks):
+            cb.load_state_dict(meta["callbacks"][i] if i < len(meta["callbacks"]) else {},
+                               tree.get("callbacks", {}).get(str(i)))
+        position = Position(
+            origin=meta["origin_epoch"], epoch=meta["position"]["epoch"],
+            first=meta["position"]["step_in_epoch"],
+            history={k: list(v) for k, v in meta["history"].items()},
+            finished=meta["finished"], diverged=dict(meta.get("diverged", {})))
+        return unstorable(tree["state"]), tree["acc"], position

@@ -1,0 +1,98 @@
+"""The drivers' checks of user data against the model: at the boundary, before compiling."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxdl import errors
+from jaxdl.data import validate as check
+from jaxdl.state import TrainState
+from jaxdl.train.programs import Programs
+
+# Rows of streamed records whose labels are checked before training (a whole huge set
+# would be read for it).
+RECORDS_CHECKED_ROWS = 4096
+
+
+def output_shape(programs: Programs, state: TrainState, x: np.ndarray,
+                 argument: str = "x") -> tuple[int, ...]:
+    """The model's per-example output shape for inputs like ``x``; a clear error if not."""
+    spec = jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype)
+    try:
+        return tuple(programs.abstract("outputs", programs.outputs, programs.member_spec(state),
+                                       spec).shape[1:])
+    except Exception as e:  # flax/XLA shape errors: restate them in the user's terms
+        raise errors.input_error(
+            argument, "examples whose shape the model accepts (the shape it was initialized "
+            "with)",
+            f"examples of shape {x.shape[1:]} (the model said: {errors.first_sentence(e)})",
+            "pass data with the same feature count as the sample given to init(), or "
+            "re-initialize the model on this data") from None
+
+
+def checked(programs: Programs, state: TrainState, x: Any, y: Any, x_arg: str = "x",
+            y_arg: str = "y") -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) as arrays the model and the loss accept, or an error naming the argument."""
+    x = check.as_features(x, x_arg)
+    y = check.as_labels(y, len(x), y_arg, x_arg)
+    out_shape = output_shape(programs, state, x, x_arg)
+    try:
+        programs.loss.check_labels(y, out_shape)
+    except errors.InputError as e:
+        raise (e.renamed(y_arg) if e.argument == "y" else e) from None
+    return x, y
+
+
+def is_records(x: Any) -> bool:
+    """Whether ``x`` is on-disk records (:func:`jaxdl.data.open_records`)."""
+    from jaxdl.data.records import Records
+
+    return isinstance(x, Records)
+
+
+def in_memory(x: Any, y: Any, x_arg: str = "x", y_arg: str = "y", rows: int | None = None
+              ) -> tuple[Any, Any]:
+    """On-disk records as (x, y) arrays (the first ``rows`` only, if given); arrays as they are."""
+    if not is_records(x):
+        return x, y
+    if y is not None:
+        raise errors.input_error(y_arg, f"None when {x_arg} is records (their 'y' field holds "
+                                 "the labels)", errors.describe(y), f"drop {y_arg}")
+    missing = [f for f in ("x", "y") if f not in x.fields]
+    if missing:
+        raise errors.input_error(x_arg, "records with fields 'x' and 'y'",
+                                 f"{x!r}", "write them with jdl.data.write_records(dir, "
+                                 "{'x': x, 'y': y}) or jaxdl data prepare")
+    if rows is None:
+        return np.asarray(x.arrays["x"]), np.asarray(x.arrays["y"])
+    return np.asarray(x.arrays["x"][:rows]), np.asarray(x.arrays["y"][:rows])
+
+
+def validation_set(programs: Programs, state: TrainState, x: Any, y: Any,
+                    validation_data: Any, validation_split: float, records: Any
+                    ) -> tuple[Any, Any, tuple[np.ndarray, np.ndarray] | None]:
+    """(x, y) for training and the checked (x_val, y_val) pair, or None."""
+    if records is not None and validation_data is None and validation_split:
+        raise errors.input_error("validation_split", "0 with records (they are not held in "
+                                 "memory to cut)", repr(validation_split),
+                                 "pass validation_data=open_records(<val folder>)")
+    if validation_data is None and check.fraction(validation_split, "validation_split"):
+        cut = len(x) - int(len(x) * validation_split)
+        if cut <= 0 or cut == len(x):
+            raise errors.input_error("validation_split", "a fraction leaving examples on both "
+                                     "sides", f"{validation_split} of {len(x)} examples",
+                                     "use a larger data set or another fraction")
+        x, y, validation_data = x[:cut], y[:cut], (x[cut:], y[cut:])
+    if validation_data is None:
+        return x, y, None
+    if is_records(validation_data):  # evaluated from memory: validation sets are small
+        validation_data = in_memory(validation_data, None, "validation_data")
+    if not (isinstance(validation_data, tuple | list) and len(validation_data) == 2):
+        raise errors.type_error("validation_data", "a pair (x_val, y_val) or records",
+                                errors.describe(validation_data),
+                                "pass validation_data=(x_val, y_val)")
+    return x, y, checked(programs, state, *validation_data, "validation_data[0]",
+                                "validation_data[1]")
