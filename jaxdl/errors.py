@@ -8,6 +8,7 @@ given and how to fix it, so the message alone is enough to act on::
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 
@@ -37,7 +38,10 @@ class _ArgumentError(JaxdlError):
         """The same error about ``argument`` (itself when it has no parts to restate)."""
         if self.argument is None:
             return self
-        return type(self).of(argument, self.expected, self.given, self.fix)
+        # A fix that shows the old argument being set ("pass features=(64, 1)") shows the
+        # new one instead ("pass --config.model.features=(64, 1)").
+        fix = re.sub(rf"(?<![\w.'-]){re.escape(self.argument)}=", f"{argument}=", self.fix)
+        return type(self).of(argument, self.expected, self.given, fix)
 
 
 class InputError(_ArgumentError, ValueError):

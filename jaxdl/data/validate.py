@@ -87,3 +87,11 @@ def fraction(value: Any, argument: str) -> float:
         raise errors.input_error(argument, "a float in [0, 1)", repr(value),
                                  f"pass e.g. {argument}=0.2, or 0 to disable it")
     return float(value)
+
+
+def boolean(value: Any, argument: str) -> bool:
+    """``value`` as a bool (numpy's too), or a clear error: ``"no"`` is not False."""
+    if not isinstance(value, bool | np.bool_):
+        raise errors.input_error(argument, "True or False", repr(value),
+                                 f"pass {argument}=True or {argument}=False")
+    return bool(value)

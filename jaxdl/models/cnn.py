@@ -9,6 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxdl.models import checks
 from jaxdl.models.mlp import activation_fn
 
 POOLS: dict[str | None, Callable | None] = {"max": nn.max_pool, "avg": nn.avg_pool, None: None}
@@ -66,6 +67,14 @@ class CNN(nn.Module):
     input_shape: Sequence[int] | None = None
     dtype: Any = None
     param_dtype: Any = jnp.float32
+
+    def __post_init__(self):
+        checks.widths(self.features, "features", allow_empty=True)
+        checks.widths(self.dense, "dense", allow_empty=True)
+        checks.positive(self.kernel_size, "kernel_size")
+        checks.positive(self.num_outputs, "num_outputs")
+        checks.rate(self.dropout_rate)
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:

@@ -8,6 +8,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxdl.models import checks
+
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": nn.relu,
     "gelu": nn.gelu,
@@ -55,6 +57,11 @@ class MLP(nn.Module):
     activation: str | Callable[[jax.Array], jax.Array] = "relu"
     dropout_rate: float = 0.0
     dtype: jnp.dtype | None = None
+
+    def __post_init__(self):
+        checks.widths(self.features, "features")
+        checks.rate(self.dropout_rate)
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:

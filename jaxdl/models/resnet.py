@@ -10,6 +10,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxdl.models import checks
 from jaxdl.models.cnn import as_images
 
 
@@ -75,6 +76,13 @@ class ResNet(nn.Module):
     input_shape: Sequence[int] | None = None
     dtype: Any = None
     param_dtype: Any = jnp.float32
+
+    def __post_init__(self):
+        checks.widths(self.stage_sizes, "stage_sizes")
+        checks.widths(self.widths, "widths")
+        checks.positive(self.stem_width, "stem_width")
+        checks.positive(self.num_outputs, "num_outputs")
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:

@@ -8,6 +8,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxdl.models import checks
+
 # Logical axis names of the parameters -> the kit's mesh axes (data, fsdp, tensor):
 # Megatron-style tensor parallelism over heads and the MLP's hidden units, FSDP over the
 # model width. Pass as Trainer(..., logical_rules=LOGICAL_RULES).
@@ -129,6 +131,13 @@ class Transformer(nn.Module):
     remat: bool = False
     dtype: Any = None
     param_dtype: Any = jnp.float32
+
+    def __post_init__(self):
+        for argument in ("vocab_size", "num_layers", "num_heads", "embed_dim", "mlp_dim",
+                         "max_len"):
+            checks.positive(getattr(self, argument), argument)
+        checks.rate(self.dropout_rate)
+        super().__post_init__()
 
     def _check(self, tokens: jax.Array) -> None:
         from jaxdl import errors  # only the error helpers: models stay free of training code

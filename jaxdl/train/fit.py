@@ -261,6 +261,18 @@ def _train(fit: _Fit, state: TrainState, acc: Any, position: Position, step: int
     return state, stats, position
 
 
+# TrainState.step is int32: a run must end before it wraps around.
+MAX_STEPS = 2**31 - 1
+
+
+def _check_step_count(epochs: int, steps_per_epoch: int) -> None:
+    if epochs * steps_per_epoch > MAX_STEPS:
+        most = MAX_STEPS // steps_per_epoch
+        raise errors.input_error("epochs", f"at most {most:,} epochs ({steps_per_epoch} steps "
+                                 "each: the step counter is a 32-bit integer)", f"{epochs:,}",
+                                 f"train for fewer epochs, e.g. epochs={min(most, 1000)}")
+
+
 def _put(programs: Programs) -> Any:
     """Puts a host tree on the devices the programs run on (replicated over a mesh)."""
     return programs.placement.put_replicated if programs.placement else jax.device_put
@@ -287,6 +299,7 @@ def _fit_source(programs: Programs, state: TrainState, source: BatchSource,
             position = found
             members.restore(position.diverged, callbacks)
     steps_per_epoch = arrays.steps_per_epoch(source.num_examples, batch_size)
+    _check_step_count(epochs, steps_per_epoch)
     plan = make_plan(position.origin, epochs, steps_per_epoch, steps_per_dispatch,
                      any(getattr(cb, "needs_every_epoch", True) for cb in callbacks),
                      friendly, checkpointing)
@@ -348,6 +361,7 @@ def fit(programs: Programs, state: TrainState, x: Any, y: Any, *, epochs: int = 
     initial_epoch = check.positive_int(initial_epoch, "initial_epoch",
                                        "pass initial_epoch=0", minimum=0)
     steps_per_dispatch = check_steps_per_dispatch(steps_per_dispatch)
+    shuffle = check.boolean(shuffle, "shuffle")
     if programs.placement is not None:
         programs.placement.check_batch(batch_size)
     members = members_for(state, seed)
