@@ -20,7 +20,8 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from jaxdl.errors import input_error
+from jaxdl.errors import InputError, input_error
+from jaxdl.experiment import lock
 
 if TYPE_CHECKING:
     import ml_collections
@@ -49,6 +50,7 @@ def train(args: argparse.Namespace) -> Command:
         print(f"jaxdl: writing the run to {workdir}", file=sys.stderr)
     else:
         workdir = pathlib.Path(args.workdir).expanduser()
+        lock.check_path(workdir, "--workdir")
         if workdir.exists() and not workdir.is_dir():
             raise input_error(
                 "--workdir",
@@ -86,7 +88,8 @@ def predict(args: argparse.Namespace) -> Command:
     input_path = _data_file("--input", args.input, must_exist=True)
     output_path = None
     if args.output not in (None, "-"):
-        output_path = _data_file("--output", args.output, must_exist=False)
+        output_path = _output_file("--output", _data_file("--output", args.output,
+                                                          must_exist=False))
 
     def run() -> int:
         from jaxdl import experiment
@@ -162,8 +165,10 @@ def explain(args: argparse.Namespace) -> Command:
     """
     workdir = _run_folder(args.workdir)
     input_path = _data_file("--input", args.input, must_exist=True)
-    out_csv = None if args.output_csv in (None, "-") else pathlib.Path(args.output_csv).expanduser()
-    out_png = None if args.output_png is None else pathlib.Path(args.output_png).expanduser()
+    out_csv = None if args.output_csv in (None, "-") else _output_file(
+        "--output-csv", pathlib.Path(args.output_csv).expanduser())
+    out_png = None if args.output_png is None else _output_file(
+        "--output-png", pathlib.Path(args.output_png).expanduser())
 
     def run() -> int:
         from jaxdl.experiment import explain_run
@@ -226,6 +231,9 @@ def data_prepare(args: argparse.Namespace) -> Command:
         The run: it writes the records and prints where; 0 when done.
     """
 
+    out = pathlib.Path(args.out).expanduser()
+    lock.check_path(out, "--out")
+
     def run() -> int:
         from jaxdl.data import prepare
 
@@ -234,8 +242,12 @@ def data_prepare(args: argparse.Namespace) -> Command:
             options = dict(seq_len=args.seq_len, stride=args.stride, max_bytes=args.max_bytes)
         else:
             options = dict(seed=args.seed, images=args.images)
-        written = prepare.prepare(args.dataset, pathlib.Path(args.out).expanduser(), splits,
-                                  overwrite=args.overwrite, **options)
+        with lock.exclusive(out, "--out"):  # one writer of the records at a time
+            try:
+                written = prepare.prepare(args.dataset, out, splits, overwrite=args.overwrite,
+                                          **options)
+            except InputError as e:
+                raise (e.renamed("--out") if e.argument == "out" else e) from None
         print(json.dumps({"dataset": args.dataset, "splits": {
             split: {"dir": str(r.directory), "num_examples": len(r),
                     "fields": {k: {"shape": list(s.shape), "dtype": s.dtype.name}
@@ -251,8 +263,12 @@ def _config(args: argparse.Namespace) -> tuple[pathlib.Path, ml_collections.Conf
     from jaxdl.experiment import config as config_lib
 
     config_path = pathlib.Path(args.config) if args.config else config_lib.default_config_path()
-    config = config_lib.apply_overrides(config_lib.load_config(config_path), args.overrides)
-    return config_path, config
+    config = config_lib.load_config(config_path)
+    # The file's own values first (an override cannot fix a group given as a string), then
+    # the overrides, which may set keys a short file leaves to the defaults.
+    config_lib.check_types(config, source=str(config_path))
+    config = config_lib.with_default_keys(config, list(args.overrides))
+    return config_path, config_lib.apply_overrides(config, args.overrides)
 
 
 def _default_workdir(stem: str) -> pathlib.Path:
@@ -302,6 +318,20 @@ def _data_file(argument: str, text: str, must_exist: bool) -> pathlib.Path:
         raise input_error(
             argument, "a .csv or .npy file", repr(text), "pass a path ending in .csv or .npy."
         )
+    return path
+
+
+def _output_file(argument: str, path: pathlib.Path) -> pathlib.Path:
+    """A file the command will write: not a folder, in a folder that exists."""
+    reason = None
+    if path.is_dir():
+        reason = "which is a directory"
+    elif not path.parent.exists():
+        reason = f"whose folder {str(path.parent)!r} does not exist"
+    elif not path.parent.is_dir():
+        reason = f"whose folder {str(path.parent)!r} is not a folder"
+    if reason is not None:
+        raise lock.unwritable_file(argument, path, reason)
     return path
 
 

@@ -10,8 +10,9 @@ fed by :class:`jaxdl.data.pipeline.Pipeline`.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from jaxdl import errors
@@ -19,6 +20,18 @@ from jaxdl.data import datasets, text
 from jaxdl.data.records import Records, RecordWriter, write_records
 
 DATASETS = (*datasets.TASKS, "text")
+
+
+@contextlib.contextmanager
+def _writing(out: str | os.PathLike) -> Iterator[None]:
+    """An OS error while writing under ``out`` (a read-only place, a path under a file) as
+    the kit's error about ``out``, not a traceback."""
+    try:
+        yield
+    except OSError as e:
+        raise errors.input_error("out", "a folder that can be created and written",
+                                 f"{out} ({e.strerror or type(e).__name__})",
+                                 "pick a writable location, e.g. out='./data/records'") from None
 
 
 def _splits(splits: Sequence[str]) -> list[str]:
@@ -46,8 +59,9 @@ def prepare_dataset(name: str, out: str | os.PathLike, splits: Sequence[str] = t
         x, y = data.splits[split]
         if not len(x):
             continue  # e.g. val_fraction=0: nothing to write
-        written[split] = write_records(Path(out) / split, {"x": x, "y": y},
-                                       {**info, "split": split}, overwrite=overwrite)
+        with _writing(out):
+            written[split] = write_records(Path(out) / split, {"x": x, "y": y},
+                                           {**info, "split": split}, overwrite=overwrite)
     return written
 
 
@@ -83,12 +97,13 @@ def prepare_text(out: str | os.PathLike, splits: Sequence[str] = text.SPLITS, *,
         if split != "train":
             info["unigram_bits_per_byte"] = text.unigram_bits_per_byte(train, data)
         total = text.num_windows(len(data), seq_len, stride or seq_len)
-        with RecordWriter(Path(out) / split, info, num_examples=total,
-                          overwrite=overwrite) as writer:
+        with _writing(out), RecordWriter(Path(out) / split, info, num_examples=total,
+                                         overwrite=overwrite) as writer:
             for start in range(0, max(total, 1), chunk_windows):
                 x, y = text.windows(data, seq_len, stride, start=start, count=chunk_windows)
                 writer.append({"x": x, "y": y})
-        written[split] = writer.close()
+        with _writing(out):
+            written[split] = writer.close()
     return written
 
 
@@ -101,6 +116,10 @@ def prepare(dataset: str, out: str | os.PathLike, splits: Sequence[str] = text.S
 
     Returns:
       ``{split: Records}`` of the folders written.
+
+    Raises:
+      InputError: naming ``out`` when it cannot be created or written (a path under a
+        file, a read-only location), as well as for an unknown dataset or split.
     """
     if dataset not in DATASETS:
         raise errors.unknown_name("dataset", "dataset", dataset, list(DATASETS))

@@ -34,9 +34,9 @@ def _merge(defaults: ml_collections.ConfigDict, config: ml_collections.ConfigDic
             with defaults.unlocked():
                 _merge(default, value, path + ".")
             continue
-        with defaults.unlocked(), contextlib.suppress(TypeError):
-            del defaults[key]
         with defaults.unlocked():
+            if key in defaults:  # the given value replaces the default whatever its type
+                del defaults[key]
             defaults[key] = value
 
 

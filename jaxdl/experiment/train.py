@@ -4,7 +4,8 @@ The CLI calls this; a script can too. It loads the data, builds the Trainer from
 the config (:mod:`jaxdl.experiment.build`), fits with validation, evaluates on
 the test split, and leaves in ``workdir``:
 
-    config.json     the config as given
+    config.json     the config as given, once the run is built (a run that fails before
+                    binds nothing)
     metrics.jsonl   {"step", "epoch", "split": "train"|"val"|"perf"|"test", <metric>: float}
                     per line; the last line is the test evaluation
     tensorboard/    event files (config.writers includes "tensorboard")
@@ -14,8 +15,9 @@ the test split, and leaves in ``workdir``:
     checkpoints/    Orbax checkpoints: TrainState, data position, history, normalization
 
 Run again on the same workdir, it resumes from the newest good checkpoint and
-ends bit-identical to an uninterrupted run. SIGTERM/SIGINT checkpoint and exit
-128+signal.
+ends bit-identical to an uninterrupted run; a finished run is left as it is.
+SIGTERM/SIGINT checkpoint and exit 128+signal. One run at a time: the workdir is
+locked while it trains (:mod:`jaxdl.experiment.lock`).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import ml_collections
 import numpy as np
 
 from jaxdl import errors
-from jaxdl.experiment import build
+from jaxdl.experiment import build, lock
 from jaxdl.experiment import config as config_lib
 from jaxdl.experiment import data as data_lib
 from jaxdl.experiment import workdir as workdir_lib
@@ -132,15 +134,59 @@ def _checkpointer(config: ml_collections.ConfigDict, workdir: Path, validated: b
     from jaxdl import checkpoint
 
     ckpt = config.checkpoint
-    return checkpoint.Checkpointer(
-        workdir / "checkpoints", keep=ckpt.keep,
-        best_metric=(ckpt.best_metric or None) if validated else None,
-        async_save=ckpt.async_save)
+    with config_errors(config, "checkpoint"):
+        return checkpoint.Checkpointer(
+            workdir / "checkpoints", keep=ckpt.keep,
+            best_metric=(ckpt.best_metric or None) if validated else None,
+            async_save=ckpt.async_save)
+
+
+def _finished(workdir: Path) -> dict[str, Any] | None:
+    """The recorded test metrics of a finished run in ``workdir`` (said on stderr), or None.
+
+    Running a finished run again changes nothing: its metrics.jsonl (the real perf line,
+    the test line) is the record of the run that trained.
+    """
+    import jax
+
+    found = workdir_lib.finished_results(workdir)
+    if found is None:
+        return None
+    results, position = found
+    if jax.process_index() == 0:  # one console, the first process's
+        print(f"jaxdl: the run in {workdir} is finished (step {position['step']}, epoch "
+              f"{position['epoch']}): nothing to do. Its results are in metrics.jsonl; to "
+              "train longer, use a new --workdir.", file=sys.stderr)
+    return results
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
                        quiet: bool = False) -> dict[str, float]:
-    """Trains the experiment ``config`` into ``workdir`` (resuming it); returns test metrics."""
+    """Trains the experiment ``config`` into ``workdir`` (resuming it); returns test metrics.
+
+    The workdir is locked for the whole run (:mod:`jaxdl.experiment.lock`): a second run on
+    it is refused, naming this one. A finished run is not run again.
+
+    Raises:
+      InputError: for a config, workdir or data that cannot run; nothing is saved then.
+    """
+    import jax
+
+    workdir, given, config = Path(workdir), config, complete(config)
+    config_lib.check_types(config)
+    _check_sizes(config)
+    with lock.exclusive(workdir, "--workdir", jax.process_index()):
+        resuming = workdir_lib.check(workdir, given, config.checkpoint.resume)
+        finished = _finished(workdir) if resuming else None
+        if finished is not None:
+            return finished
+        return _train(config, given, workdir, resuming, quiet)
+
+
+def _train(config: ml_collections.ConfigDict, given: ml_collections.ConfigDict,
+           workdir: Path, resuming: bool, quiet: bool) -> dict[str, float]:
+    """:func:`train_and_evaluate` once it holds the workdir; config.json is written only
+    when every part of the run is built (until then a failure binds nothing)."""
     import jax
 
     from jaxdl import checkpoint
@@ -148,12 +194,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
     from jaxdl.train import perf
 
     cache = perf.CacheCounter()
-    workdir, given, config = Path(workdir), config, complete(config)
-    _check_sizes(config)
     data = data_lib.load(config, quiet)
     sample_x, _ = data.sample()
     trainer = build.trainer(config, arrays.steps_per_epoch(len(data.x_train), config.batch_size))
-    resuming = workdir_lib.prepare(workdir, given, config.checkpoint.resume)
     members = build.population(config)
     if trainer.placement is not None and not quiet and jax.process_index() == 0:
         _print_preflight(config, trainer, data, members)
@@ -165,6 +208,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
             "num_features": list(sample_x.shape[1:]), "input_dtype": str(sample_x.dtype),
             "scaler": data.scaler.to_dict() if data.scaler is not None else None}
     checkpointer = _checkpointer(config, workdir, validation is not None)
+    if jax.process_index() == 0:
+        workdir_lib.save_config(workdir, given)
     seed = config.seed if members is None else members["data_seed"]
     with checkpointer, preemption_signals() as stop_requested, contextlib.ExitStack() as stack:
         if recorders.tensorboard is not None:  # a preempted or stopped fit skips on_train_end
