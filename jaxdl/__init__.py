@@ -24,6 +24,7 @@ _SUBMODULES["callbacks"] = "jaxdl.train.callbacks"
 _EXPORTS = {
     "Callback": "jaxdl.train.callbacks",
     "EarlyStopping": "jaxdl.train.callbacks",
+    "LambdaCallback": "jaxdl.train.callbacks",
     "ReduceLROnPlateau": "jaxdl.train.callbacks",
     "TerminateOnNaN": "jaxdl.train.callbacks",
     "InputError": "jaxdl.errors",
@@ -34,6 +35,7 @@ _EXPORTS = {
     "make_eval_step": "jaxdl.step",
     "make_predict_step": "jaxdl.step",
     "Trainer": "jaxdl.trainer",
+    "load": "jaxdl.experiment.restore",
 }
 
 __all__ = sorted([*_SUBMODULES, *_EXPORTS])

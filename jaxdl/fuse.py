@@ -39,11 +39,16 @@ def _first(tree: Any) -> Any:
     return jax.tree.map(lambda a: a[0], tree)
 
 
+def vmapped(results: Callable[[dict[str, Any]], dict[str, jax.Array]], population: bool
+            ) -> Callable[[dict[str, Any]], dict[str, jax.Array]]:
+    """``results`` per member ([N]) for a population's statistics, else as it is."""
+    return jax.vmap(results) if population else results
+
+
 def results_fn(reported: Sequence[metrics_lib.Metric], population: bool = False
                ) -> Callable[[dict[str, Any]], dict[str, jax.Array]]:
     """Accumulated statistics -> ``{name: result}``; per member ([N]) for a population."""
-    results = lambda stats: _results(reported, stats)
-    return jax.vmap(results) if population else results
+    return vmapped(lambda stats: _results(reported, stats), population)
 
 
 def make_evaluate(

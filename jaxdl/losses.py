@@ -185,21 +185,70 @@ LOSSES: dict[str, Loss] = {
 }
 
 
-def get(loss: str | Loss | PerExampleLoss) -> Loss:
+TASKS = ("binary", "multiclass", "regression")
+# What a callable loss's predictions are, by the task it serves.
+_LINKS = {"binary": jax.nn.sigmoid, "multiclass": _softmax, "regression": _identity}
+
+
+def per_example_values(fn: PerExampleLoss, name: str) -> PerExampleLoss:
+    """A user's loss, checked when traced: one value per example ([B]; [B, ...] is reduced
+    by its mean over the rest). A scalar is refused: the step takes the masked mean itself,
+    so that the padded rows of a last batch never count."""
+
+    def per_example(outputs, labels):
+        values = jnp.asarray(fn(outputs, labels))
+        batch = jax.tree.leaves(outputs)[0].shape[0]
+        if values.ndim == 0 or values.shape[0] != batch:
+            raise errors.input_error(
+                "loss", f"one loss value per example, [{batch}] or [{batch}, ...] (the kit "
+                "takes the masked mean so that the padded rows of the last batch do not count)",
+                f"{name} returning shape {tuple(values.shape)}",
+                "return the per-example losses: drop the final .mean() (e.g. "
+                "optax.losses.squared_error(outputs, labels).mean(axis=-1))")
+        return values.reshape(batch, -1).mean(axis=1) if values.ndim > 1 else values
+
+    per_example.__name__ = name
+    return per_example
+
+
+def _no_loss(outputs, labels):
+    raise errors.input_error("loss", "a loss to evaluate with (validation, evaluate)",
+                             "None (a custom train_step without one)",
+                             "pass Trainer(..., loss=..., train_step=...) to evaluate")
+
+
+def without_loss(task: str | None = None) -> Loss:
+    """The loss of a Trainer whose own ``train_step`` needs none: ``predict`` follows
+    ``task``; evaluating says a loss is needed."""
+    if task is not None and task not in TASKS:
+        raise errors.unknown_name("task", "task", task, list(TASKS))
+    return Loss("none", _no_loss, _LINKS.get(task, _identity), task or "custom", _check_nothing)
+
+
+def get(loss: str | Loss | PerExampleLoss, task: str | None = None) -> Loss:
     """Resolves a loss name, a :class:`Loss`, or a per-example callable.
 
-    A callable ``fn(outputs, labels) -> [B]`` becomes a "custom" loss whose
-    predictions are the raw outputs.
+    A callable ``fn(outputs, labels) -> [B]`` keeps the ``task`` it is given ("binary",
+    "multiclass" or "regression"): the metrics and ``predict``'s link (sigmoid, softmax,
+    identity) follow it; without one it is a "custom" loss whose predictions are the raw
+    outputs and which takes no classification metric. ``outputs`` and ``labels`` may be
+    pytrees (a VAE's ``(reconstruction, mean, logvar)`` against ``y = x``).
     """
+    if task is not None and task not in TASKS:
+        raise errors.unknown_name("task", "task", task, list(TASKS))
     if isinstance(loss, Loss):
-        return loss
+        return loss if task is None else loss._replace(task=task, link=_LINKS[task])
     if isinstance(loss, str):
         if loss not in LOSSES:
             raise errors.unknown_name("loss", "loss", loss, list(LOSSES), callable_ok=True)
+        if task is not None and task != LOSSES[loss].task:
+            raise errors.input_error("task", f"{LOSSES[loss].task!r} (the task of {loss}) or "
+                                     "None", repr(task), "drop task=, it follows a named loss")
         return LOSSES[loss]
     if callable(loss):
         name = getattr(loss, "__name__", type(loss).__name__)
-        return Loss(name, loss, _identity, "custom", _check_nothing)
+        return Loss(name, per_example_values(loss, name), _LINKS.get(task, _identity),
+                    task or "custom", _check_nothing)
     raise errors.type_error("loss", "a loss name, a jdl.losses.Loss or a callable "
                             "fn(outputs, labels) -> per-example losses", errors.describe(loss),
                             f"pass one of {sorted(LOSSES)}")

@@ -51,7 +51,8 @@ def mode(name: str) -> str:
     return "max" if any(k in name for k in HIGHER_IS_BETTER) else "min"
 
 
-def _ratio(stats: Stats) -> jax.Array:
+def ratio(stats: Stats) -> jax.Array:
+    """``total / count`` of a ``(total, count)`` pair (0 when nothing was counted)."""
     total, count = stats
     return total / jnp.maximum(count, 1e-12)
 
@@ -68,7 +69,7 @@ def mean_metric(name: str, per_example: Callable[[jax.Array, jax.Array], jax.Arr
     def stats(outputs, labels, mask):
         return mean_stats(per_example(outputs, labels), mask)
 
-    return Metric(name, stats, _ratio)
+    return Metric(name, stats, ratio)
 
 
 def _flat(x: jax.Array) -> jax.Array:
@@ -183,7 +184,7 @@ def _bits_per_token_stats(outputs, labels, mask):
 
 
 def _bits_result(stats):
-    return _ratio(stats) / np.log(2.0)
+    return ratio(stats) / np.log(2.0)
 
 
 def _build(name: str, task: str) -> Metric:
@@ -204,6 +205,11 @@ def _build(name: str, task: str) -> Metric:
         return mean_metric("mae", _absolute_error)
     needs = {"auc": "a binary loss", "bits_per_byte": "a multiclass (token) loss",
              "bpb": "a multiclass (token) loss"}.get(name, "a classification loss")
+    if task == "custom":  # a callable loss: say which task it serves
+        raise errors.input_error(
+            "task", f"the task of the loss for metric {name!r} (a callable loss has none)",
+            "None", "pass Trainer(..., loss=fn, task='binary' | 'multiclass' | 'regression') "
+            "so that the metrics and predict's link follow it")
     raise errors.input_error(
         "metrics", f"metric {name!r} to be used with {needs}", f"a {task} loss",
         "drop the metric or pick a loss that matches the labels "

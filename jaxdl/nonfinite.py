@@ -55,13 +55,36 @@ def guard(update: Update) -> Update:
     def guarded(state: TrainState, result: Any) -> tuple[TrainState, dict[str, Any]]:
         (loss, _), grads = result
         new, stats = update(state, result)
-        bad_leaves = jnp.stack([~jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)])
-        bad = ~jnp.isfinite(loss) | jnp.any(bad_leaves)
-        kept = jax.lax.cond(bad, lambda: state.replace(step=new.step), lambda: new)
-        record = {"count": bad.astype(jnp.float32),
-                  "loss": (~jnp.isfinite(loss)).astype(jnp.float32),
-                  "grads": bad_leaves.astype(jnp.float32),
-                  "min_step": jnp.where(bad, state.step, jnp.iinfo(jnp.int32).max)}
+        kept, record = _keep_if_finite(state, new, loss, grads)
+        return kept, {**stats, "nonfinite": record}
+
+    return guarded
+
+
+def _keep_if_finite(old: TrainState, new: TrainState, loss: jax.Array, tree: Any
+                    ) -> tuple[TrainState, dict[str, jax.Array]]:
+    """``new``, or ``old`` with the step advanced when ``loss`` or a leaf of ``tree`` is
+    non-finite; and the step's record (see :func:`guard`)."""
+    bad_leaves = jnp.stack([~jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(tree)])
+    bad = ~jnp.isfinite(loss) | jnp.any(bad_leaves)
+    kept = jax.lax.cond(bad, lambda: old.replace(step=new.step), lambda: new)
+    record = {"count": bad.astype(jnp.float32),
+              "loss": (~jnp.isfinite(loss)).astype(jnp.float32),
+              "grads": bad_leaves.astype(jnp.float32),
+              "min_step": jnp.where(bad, old.step, jnp.iinfo(jnp.int32).max)}
+    return kept, record
+
+
+def guard_state(step: Any) -> Any:
+    """The guard for a step whose gradients are its own (a user's ``train_step``): a step
+    whose new parameters, or whose ``loss`` statistic, are non-finite changes only
+    ``state.step``; its record names the parameters that went bad (``grads``)."""
+
+    def guarded(state: TrainState, batch: Any) -> tuple[TrainState, dict[str, Any]]:
+        new, stats = step(state, batch)
+        total, count = stats.get("loss", (jnp.zeros(()), jnp.ones(())))
+        kept, record = _keep_if_finite(state, new, total / jnp.maximum(count, 1e-12),
+                                       new.params)
         return kept, {**stats, "nonfinite": record}
 
     return guarded

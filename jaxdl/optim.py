@@ -173,6 +173,16 @@ def make_optimizer(
     return optax.inject_hyperparams(factory)(**{n: values[n] for n in inject})
 
 
+def learning_rate_fn(optimizer: Any, learning_rate: Any, schedule: dict[str, Any] | None = None
+                     ) -> Callable[[jax.Array], jax.Array] | None:
+    """``step -> learning rate`` of an optimizer given by name (the schedule it was built
+    with); None for an optax transform, whose rate only its own state may hold."""
+    if not isinstance(optimizer, str):
+        return None
+    rate = make_schedule(learning_rate=learning_rate, **schedule) if schedule else learning_rate
+    return rate if callable(rate) else (lambda step: jax.numpy.asarray(rate, jax.numpy.float32))
+
+
 def injectable(optimizer: str | optax.GradientTransformation) -> dict[str, float]:
     """Hyper-parameters :func:`make_optimizer` can inject for ``optimizer``, with defaults."""
     options = {"learning_rate": 1e-3, "weight_decay": 0.0, "l2": 0.0, "clip_norm": 0.0}

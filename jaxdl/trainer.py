@@ -14,6 +14,7 @@ the compiled programs, so repeated calls with the same shapes never recompile.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -22,7 +23,7 @@ import jax
 import numpy as np
 import optax
 
-from jaxdl import errors
+from jaxdl import errors, user_step
 from jaxdl import losses as losses_lib
 from jaxdl import metrics as metrics_lib
 from jaxdl import optim as optim_lib
@@ -31,30 +32,18 @@ from jaxdl.data import validate as check
 from jaxdl.state import TrainState
 from jaxdl.train import fit as fit_lib
 from jaxdl.train import infer
-from jaxdl.train.callbacks import Callback
+from jaxdl.train import seeds as seeds_lib
+from jaxdl.train.hooks import Callback, not_a_callback
 from jaxdl.train.programs import Programs
 from jaxdl.writers import ConsoleLogger
-
-
-def _as_key(rng: Any) -> jax.Array:
-    if isinstance(rng, int) and not isinstance(rng, bool):
-        return jax.random.key(rng)
-    if isinstance(rng, jax.Array) and jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key):
-        if rng.shape != ():
-            raise errors.input_error("rng", "a single PRNG key", f"a key array of shape "
-                                     f"{rng.shape}", "pass jax.random.key(seed)")
-        return rng
-    if isinstance(rng, jax.Array | np.ndarray) and rng.shape == (2,) and rng.dtype == np.uint32:
-        return jax.random.wrap_key_data(rng)  # a legacy jax.random.PRNGKey
-    raise errors.type_error("rng", "a PRNG key (jax.random.key(seed)) or an int seed",
-                            errors.describe(rng), "pass jax.random.key(0)")
 
 
 class Trainer:
     """Fits, evaluates and predicts with a Flax model, functionally.
 
     Args:
-      model: a Flax Linen module instance (outputs logits for classification).
+      model: a Flax module instance (outputs logits for classification): Linen, or an
+        initialized ``nnx.Module`` (wrapped in :class:`jaxdl.models.nnx_model.NNXModel`).
       optimizer: a name in :data:`jaxdl.optim.OPTIMIZERS` or any ``optax.GradientTransformation``.
       loss: a name in :data:`jaxdl.losses.LOSSES`, a :class:`jaxdl.losses.Loss`, or
         ``fn(outputs, labels) -> per-example loss [B]``.
@@ -86,9 +75,17 @@ class Trainer:
       grad_accum_steps: split every training batch into this many micro-batches and apply
         one update for their summed gradients (the batch's update, in less memory);
         ``batch_size`` must be a multiple of it (see :func:`jaxdl.step.make_train_step`).
+      task: with a callable ``loss``: "binary", "multiclass" or "regression", which the
+        metrics and ``predict``'s link (sigmoid, softmax, identity) follow.
+      train_step: your own pure ``fn(state, batch) -> (state, stats)`` in place of the
+        kit's (see :mod:`jaxdl.user_step` for what it must respect); ``fit`` keeps fusion,
+        padding, checkpoints, callbacks, the NaN policy, populations and "auto" sharding.
+        It applies ``optimizer`` itself (pass the optax transform it uses; the state's
+        ``opt_state`` is ``optimizer.init(params)``). ``loss`` is then only for evaluation
+        and validation and may be None.
     """
 
-    def __init__(self, model: nn.Module, *, loss: str | losses_lib.Loss | Callable,
+    def __init__(self, model: nn.Module, *, loss: str | losses_lib.Loss | Callable | None,
                  optimizer: str | optax.GradientTransformation = "adam",
                  metrics: Sequence[str | metrics_lib.Metric | Callable] = (),
                  learning_rate: float | optax.Schedule = 1e-3, weight_decay: float = 0.0,
@@ -97,66 +94,88 @@ class Trainer:
                  augment: step_lib.Augment | None = None, nan_policy: str = "none",
                  mesh: Any = None, rules: Any = (), logical_rules: Any = (),
                  strategy: str = "auto", data_placement: str = "auto",
-                 precision: str = "float32", grad_accum_steps: int = 1):
+                 precision: str = "float32", grad_accum_steps: int = 1,
+                 task: str | None = None, train_step: Callable | None = None):
         if isinstance(model, type) and issubclass(model, nn.Module):
             raise errors.type_error("model", "a Flax module instance", f"the class "
                                     f"{model.__name__}", f"instantiate it: {model.__name__}(...)")
         if not isinstance(model, nn.Module):
-            raise errors.type_error("model", "a Flax Linen module instance",
-                                    errors.describe(model),
-                                    "wrap NNX modules with flax.nnx.bridge.to_linen")
+            from jaxdl.models import nnx_model  # flax.nnx is imported for non-Linen models only
+
+            wrapped = nnx_model.wrap(model)  # an nnx.Module, seen through Linen's init/apply
+            if wrapped is None:
+                raise errors.type_error("model", "a Flax module instance (Linen or NNX)",
+                                        errors.describe(model),
+                                        "pass a flax.linen.Module or an initialized "
+                                        "flax.nnx.Module, e.g. Net(..., rngs=nnx.Rngs(0))")
+            model = wrapped
         if isinstance(metrics, str):
             metrics = [metrics]
         self.model = model
-        self.loss = losses_lib.get(loss)
+        if train_step is not None:
+            user_step.check_options(train_step, augment=augment, precision=precision,
+                                    grad_accum_steps=grad_accum_steps, strategy=strategy)
+        self.loss = (losses_lib.get(loss, task) if loss is not None or train_step is None
+                     else losses_lib.without_loss(task))
         self.metrics = tuple(metrics_lib.get(m, self.loss.task) for m in metrics)
         self._optimizer = dict(optimizer=optimizer, learning_rate=learning_rate,
                                weight_decay=weight_decay, l2=l2, clip_norm=clip_norm,
                                schedule=schedule)
-        self.tx = optim_lib.with_lr_scale(optim_lib.make_optimizer(**self._optimizer))
+        # A custom step applies the optimizer itself: it gets it exactly as given (no
+        # learning-rate scale around it, so ReduceLROnPlateau needs the kit's step).
+        self._wrap_tx = optim_lib.with_lr_scale if train_step is None else (lambda tx: tx)
+        self.tx = self._wrap_tx(optim_lib.make_optimizer(**self._optimizer))
+        self._train_step = train_step
         self._augment, self._nan_policy = augment, nan_policy
         self._step_options = dict(precision=precision, grad_accum_steps=grad_accum_steps)
-        self._populations: dict[tuple[tuple[str, ...], str], tuple[Any, Programs]] = {}
+        # Compiled variants: (injected names, population kind or None, log_norms).
+        self._variants: dict[tuple[Any, ...], tuple[Any, Programs]] = {}
         self.placement = None
         if mesh is not None:
             from jaxdl.parallel import Placement
 
             self.placement = Placement(mesh, rules, logical_rules, strategy, data_placement)
-        self.programs = self._make_programs(self.tx)
+        self.programs = self._population((), None)[1]
         # Init runs once: on CPU, compiling it without LLVM's optimizations cuts
         # its compile time by more than half (1.2 s -> 0.45 s for the reference MLP).
         self._fast_compile = {"xla_backend_optimization_level": 0} if (
             jax.default_backend() == "cpu") else None
         self._init = jax.jit(self._init_fn, compiler_options=self._fast_compile)
 
-    def _make_programs(self, tx: optax.GradientTransformation, population: str | None = None
-                       ) -> Programs:
+    def _make_programs(self, tx: optax.GradientTransformation, population: str | None = None,
+                       log_norms: bool = False) -> Programs:
+        rate = optim_lib.learning_rate_fn(self._optimizer["optimizer"],
+                                          self._optimizer["learning_rate"],
+                                          self._optimizer["schedule"]) if log_norms else None
         return Programs(self.model, self.loss, tx, self.metrics, self._augment,
                         self._nan_policy, self.placement, population=population,
+                        train_step=self._train_step, log_norms=log_norms, learning_rate=rate,
                         **self._step_options)
 
-    def _population(self, names: Sequence[str], kind: str = "shared"
-                    ) -> tuple[optax.GradientTransformation, Programs]:
-        """(optimizer, programs) of a population varying ``names``; built once per kind."""
+    def _population(self, names: Sequence[str], kind: str | None = "shared",
+                    log_norms: bool = False) -> tuple[optax.GradientTransformation, Programs]:
+        """(optimizer, programs) of a population varying ``names`` (``kind`` None: one
+        model); built once per variant."""
         names = tuple(sorted(names))
-        key = (names, kind)
-        if key not in self._populations:
+        key = (names, kind, log_norms)
+        if key not in self._variants:
             tx = self.tx
             if names and isinstance(self._optimizer["optimizer"], str):
-                tx = optim_lib.with_lr_scale(optim_lib.make_optimizer(**self._optimizer,
-                                                                      inject=names))
-            self._populations[key] = (tx, self._make_programs(tx, population=kind))
-        return self._populations[key]
+                tx = self._wrap_tx(optim_lib.make_optimizer(**self._optimizer, inject=names))
+            self._variants[key] = (tx, self._make_programs(tx, kind, log_norms))
+        return self._variants[key]
 
-    def programs_for(self, state: TrainState, seed: Any = 0) -> Programs:
+    def programs_for(self, state: TrainState, seed: Any = 0, log_norms: bool = False
+                     ) -> Programs:
         """The compiled programs that train ``state``: the model's, or its population's
-        (``seed``: one per member selects each member's own data order)."""
+        (``seed``: one per member selects each member's own data order); ``log_norms``:
+        the variant that also reports norms and the learning rate."""
         from jaxdl import population
 
         if population.size(state) is None:
-            return self.programs
+            return self._population((), None, log_norms)[1]
         kind = "shared" if isinstance(seed, int | np.integer) else "member"
-        return self._population(population.hparams(state), kind)[1]
+        return self._population(population.hparams(state), kind, log_norms)[1]
 
     def _variables(self, rng: jax.Array, sample: jax.Array) -> dict[str, Any]:
         params_key, dropout_key, _ = jax.random.split(rng, 3)
@@ -192,7 +211,7 @@ class Trainer:
         sample = check.as_features(sample_x, "sample_x")
         if population is not None or hparams or seeds is not None:
             return self._init_population(rng, sample, population, dict(hparams or {}), seeds)
-        key = _as_key(rng)
+        key = seeds_lib.as_key(rng)
         self._check_sample(key, sample, self.tx)
         if self.placement is None:
             return self._init(key, sample)
@@ -206,22 +225,7 @@ class Trainer:
                          hparams: dict[str, Any], seeds: Sequence[int] | None) -> TrainState:
         from jaxdl import population as population_lib
 
-        sizes = {f"hparams[{k!r}]": np.size(v) for k, v in hparams.items()}
-        if seeds is not None:
-            sizes["seeds"] = len(seeds)
-        if size is None:
-            size = next(iter(sizes.values()))
-        check.positive_int(size, "population", "pass population=8")
-        for name, n in sizes.items():
-            if n != size:
-                raise errors.input_error(name, f"{size} values (one per member)",
-                                         f"{n} values", "give every member a value")
-        if seeds is not None:
-            keys = jax.vmap(jax.random.key)(np.asarray([int(s) for s in seeds], np.uint32))
-        elif isinstance(rng, int | np.integer) and not isinstance(rng, bool):
-            keys = jax.vmap(jax.random.key)(np.arange(size, dtype=np.uint32) + int(rng))
-        else:
-            keys = jax.random.split(_as_key(rng), size)
+        size, keys = seeds_lib.member_keys(rng, size, hparams, seeds)
         if not isinstance(self._optimizer["optimizer"], str) and hparams:
             known = set(population_lib.hparams(jax.eval_shape(
                 self._init_fn, keys[0], sample)))
@@ -282,8 +286,8 @@ class Trainer:
             validation_data: tuple[Any, Any] | None = None, validation_split: float = 0.0,
             shuffle: bool = True, seed: int = 0, callbacks: Sequence[Callback] = (),
             steps_per_dispatch: int | str = "auto", initial_epoch: int = 0, verbose: int = 1,
-            checkpoint_dir: str | None = None, checkpointing: Any = None
-            ) -> fit_lib.FitResult:
+            checkpoint_dir: str | None = None, checkpointing: Any = None,
+            log_norms: bool = False) -> fit_lib.FitResult:
         """Trains and returns ``(state, history)``; see :func:`jaxdl.train.fit.fit` for arguments.
 
         The result unpacks as ``state, history``; its ``stats`` (a
@@ -294,31 +298,40 @@ class Trainer:
         ``checkpoint_dir``: save there every epoch and at the end, and resume from the
         newest good checkpoint found there (a :class:`jaxdl.checkpoint.Checkpointing`
         in ``checkpointing`` sets the cadence and more).
+        ``log_norms``: also report per epoch the mean gradient, update and parameter norms
+        (global and per top-level module) and the learning rate (see :mod:`jaxdl.norms`).
         """
         self._check_state(state)
         callbacks = list(callbacks)
-        for cb in callbacks:
-            if not isinstance(cb, Callback):
-                raise errors.type_error("callbacks", "jdl.callbacks.Callback instances",
-                                        errors.describe(cb), "subclass jdl.callbacks.Callback")
+        for i, cb in enumerate(callbacks):
+            if not isinstance(cb, Callback):  # as Keras requires keras.callbacks.Callback
+                raise not_a_callback(i, cb)
         if verbose:
             callbacks.append(ConsoleLogger())
         state = jax.tree.map(lambda a: a.copy(), state)
-        if checkpoint_dir is not None and checkpointing is None:
-            from jaxdl import checkpoint
+        programs = self.programs_for(state, seed, check.boolean(log_norms, "log_norms"))
+        with contextlib.ExitStack() as stack:
+            if checkpoint_dir is not None and checkpointing is None:
+                from jaxdl import checkpoint
 
-            with checkpoint.Checkpointer(checkpoint_dir) as checkpointer:
-                return self.fit(state, x, y, epochs=epochs, batch_size=batch_size,
-                                validation_data=validation_data,
-                                validation_split=validation_split, shuffle=shuffle, seed=seed,
-                                callbacks=callbacks, steps_per_dispatch=steps_per_dispatch,
-                                initial_epoch=initial_epoch, verbose=0,
-                                checkpointing=checkpoint.Checkpointing(checkpointer))
-        return fit_lib.fit(self.programs_for(state, seed), state, x, y, epochs=epochs,
-                           batch_size=batch_size, validation_data=validation_data,
-                           validation_split=validation_split, shuffle=shuffle, seed=seed,
-                           callbacks=callbacks, steps_per_dispatch=steps_per_dispatch,
-                           initial_epoch=initial_epoch, checkpointing=checkpointing)
+                checkpointing = checkpoint.Checkpointing(
+                    stack.enter_context(checkpoint.Checkpointer(checkpoint_dir)))
+            return fit_lib.fit(programs, state, x, y, epochs=epochs, batch_size=batch_size,
+                               validation_data=validation_data,
+                               validation_split=validation_split, shuffle=shuffle, seed=seed,
+                               callbacks=callbacks, steps_per_dispatch=steps_per_dispatch,
+                               initial_epoch=initial_epoch, checkpointing=checkpointing)
+
+    def restore(self, directory: Any, *, sample_x: Any = None) -> TrainState:
+        """The newest good checkpoint's state under ``directory`` (a ``checkpoint_dir`` of
+        fit, or a ``jaxdl train`` workdir), ready for predict, evaluate or more fit.
+
+        Works from a fresh process: the checkpoint records the example shape and whether
+        it holds a population (``sample_x`` is needed only for checkpoints that do not).
+        """
+        from jaxdl.train import load
+
+        return load.restore(self, directory, sample_x)[0]
 
     def evaluate(self, state: TrainState, x: Any, y: Any, *, batch_size: int = 32
                  ) -> dict[str, Any]:
@@ -344,9 +357,16 @@ class Trainer:
                                      "a single-model state", "init(..., population=N), or "
                                      "pass ensemble=False")
         out = infer.predict(self.programs_for(state), state, x, batch_size=batch_size)
-        return out.mean(axis=0) if ensemble else out
+        return jax.tree.map(lambda a: a.mean(axis=0), out) if ensemble else out
 
     def _check_state(self, state: Any) -> None:
         if not isinstance(state, TrainState):
             raise errors.type_error("state", "a jdl.TrainState from trainer.init(...)",
                                     errors.describe(state), "pass state = trainer.init(key, x[:1])")
+
+    def summary(self, x: Any, *, state: TrainState | None = None,
+                print_fn: Callable[[str], Any] | None = print) -> str:
+        """Keras' ``model.summary()``; see :func:`jaxdl.train.model_summary.show`."""
+        from jaxdl.train import model_summary
+
+        return model_summary.show(self, x, state, print_fn, self._step_options["precision"])

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 import jaxdl as jdl
+from jaxdl import experiment as run
 from jaxdl import explain
 from jaxdl.experiment import config as config_lib
 from jaxdl.experiment import explain_run as explain_report
-from jaxdl import experiment as run
 
 
 @pytest.fixture(scope="module")

@@ -137,5 +137,7 @@ def test_an_nnx_module_trains_through_the_bridge(blobs):
     state, history = trainer.fit(state, x, y, epochs=4, batch_size=20, verbose=0)
     assert history["loss"][-1] < 0.5 * history["loss"][0]
     assert trainer.predict(state, x[:3]).shape == (3, 1)
-    with pytest.raises(errors.InputTypeError, match="nnx.bridge.to_linen"):
-        jdl.Trainer(_NnxNet(8, 1, rngs=nnx.Rngs(0)), loss="binary_crossentropy")
+    # The module itself is accepted too, natively (tests/test_nnx.py): the same params.
+    native = jdl.Trainer(_NnxNet(8, 1, rngs=nnx.Rngs(0)), loss="binary_crossentropy")
+    assert jax.tree.map(jnp.shape, native.init(0, x[:1]).params) == jax.tree.map(
+        jnp.shape, state.params)

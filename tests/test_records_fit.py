@@ -73,8 +73,8 @@ def test_records_errors_are_clear(blobs, records, binary_trainer):
 
 
 def test_a_config_run_streams_prepared_records_like_memory(tmp_path):
-    from jaxdl.data.prepare import prepare_dataset
     from jaxdl import experiment as run
+    from jaxdl.data.prepare import prepare_dataset
     from jaxdl.experiment.default_config import get_config
 
     prepare_dataset("breast_cancer", tmp_path / "records", seed=0)

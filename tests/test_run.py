@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import jaxdl as jdl
-from jaxdl.experiment import config as config_lib
 from jaxdl import experiment as run
+from jaxdl.experiment import config as config_lib
 
 
 @pytest.fixture(scope="module")

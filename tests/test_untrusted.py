@@ -13,7 +13,10 @@ UNSAFE_CALLS = {"eval", "exec", "compile", "__import__"}
 # names) and the experiment file the user names with --config (a get_config() script, like
 # a flax example's config; what a run saves, config.json, is read back as JSON).
 # The lazy re-exports (jaxdl._lazy) import fixed module names; config files are loaded by path.
-ALLOWED_IMPORTS = {"_lazy.py": "import_module", "config.py": "spec_from_file_location"}
+# A config's model named 'package.module:Class' (models/by_path.py) imports that module and
+# accepts only a flax.linen.Module class from it; a workdir cannot name one inside itself.
+ALLOWED_IMPORTS = {"_lazy.py": "import_module", "config.py": "spec_from_file_location",
+                   "by_path.py": "import_module"}
 
 
 def _modules():

@@ -24,6 +24,7 @@ _EXPORTS = {
     "predict_from_workdir": "jaxdl.experiment.restore",
     "evaluate_from_workdir": "jaxdl.experiment.restore",
     "sample_from_workdir": "jaxdl.experiment.restore",
+    "load": "jaxdl.experiment.restore",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -15,9 +15,21 @@ from jaxdl.experiment.settings import config_errors, sub_config
 
 
 def model(config: ml_collections.ConfigDict):
-    """The model of ``config.model``: a registered name and its constructor's keywords."""
+    """The model of ``config.model``: a registered name or an import path
+    (``"mypkg.nets:MyNet"``) and its constructor's keywords; or a module object itself
+    (it trains, but a run saved that way cannot be rebuilt from its workdir)."""
+    import flax.linen as nn
+
     from jaxdl import models
 
+    if isinstance(config.model, nn.Module):
+        return config.model
+    if not isinstance(config.model, ml_collections.ConfigDict):
+        raise errors.input_error(
+            "--config.model", "a group with a model name and its keywords",
+            f"{str(config.model)[:80]!r} (a module object, saved as its text)",
+            "name the model by import path in the config: c.model = {'name': "
+            "'mypkg.nets:MyNet', ...its keywords}")
     kwargs = sub_config(config, "model")
     with config_errors(config, "model"):
         return models.get(kwargs.pop("name"), **kwargs)

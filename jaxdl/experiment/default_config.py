@@ -56,6 +56,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.nan_policy = "raise"
     c.precision = "float32"  # "bfloat16": compute in bf16, params and optimizer state float32
     c.grad_accum_steps = 1  # k > 1: k micro-batches of batch_size / k per update (less memory)
+    c.log_norms = False  # also log gradient/update/parameter norms and the learning rate
     # Checkpoints under WORKDIR/checkpoints: every N epochs and/or steps, at the end and on
     # SIGTERM/SIGINT; a restarted run resumes from the newest good one.
     c.checkpoint = ml_collections.ConfigDict(dict(

@@ -1,34 +1,108 @@
 """A trained run loaded back from its workdir, and the inference commands on it:
 predict, evaluate and sample rebuild the model from ``config.json`` and restore the
-newest good checkpoint."""
+newest good checkpoint — of a finished run, or of one still training (read from a
+private copy then, so that a reader never renames what the writer is committing)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from jaxdl import errors
-from jaxdl.experiment import build
+from jaxdl.data.validate import nonfinite_rows
+from jaxdl.experiment import build, lock
 from jaxdl.experiment import data as data_lib
 from jaxdl.experiment.settings import config_errors
-from jaxdl.experiment.workdir import read_inputs, saved_config
+from jaxdl.experiment.workdir import newest_meta, read_inputs, saved_config
 
 
-def _newest_meta(ckpt: Any) -> dict[str, Any] | None:
-    for step in reversed(ckpt.steps):
-        with contextlib.suppress(Exception):  # unreadable: restore() sets it aside
-            return ckpt.read_meta(step)
-    return None
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)  # Orbax never rewrites a committed file: a link is a copy
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def _snapshot(checkpoints: Path, into: Path) -> None:
+    """The committed steps of a live run and their digests, linked into ``into``.
+
+    A step the writer deletes meanwhile (it keeps only the newest) is left out.
+    """
+    for entry in sorted(checkpoints.iterdir()) if checkpoints.is_dir() else []:
+        step = entry.name.split(".")[0]
+        try:
+            if entry.name.isdigit() and entry.is_dir():
+                shutil.copytree(entry, into / entry.name, copy_function=_link_or_copy)
+            elif step.isdigit() and entry.name == f"{step}.digest.json":
+                _link_or_copy(str(entry), str(into / entry.name))
+        except (OSError, shutil.Error):
+            shutil.rmtree(into / entry.name, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _checkpoints(workdir: Path) -> Iterator[Path]:
+    """The checkpoints folder to restore from, safe from and for a live writer.
+
+    No writer: the run's own, with the workdir's lock held shared (a writer waits), so a
+    checkpoint found unusable is set aside there as usual. A writer training: a private
+    copy, so that nothing it is committing or deleting is ever renamed by a reader (and a
+    step it deletes meanwhile is still whole here).
+    """
+    with lock.shared(workdir) as writer:
+        if writer is None:
+            yield workdir / "checkpoints"
+            return
+    try:
+        folder = Path(tempfile.mkdtemp(prefix=".jaxdl-read-", dir=workdir))
+    except OSError:  # links need the same file system; else copies, elsewhere
+        folder = Path(tempfile.mkdtemp(prefix="jaxdl-read-"))
+    try:
+        _snapshot(workdir / "checkpoints", folder)
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _check_model_source(config: Any, workdir: Path) -> None:
+    """A run's own model class (``model.name = "pkg.mod:Class"``) is imported from the
+    environment, never from inside the workdir: a workdir is data, not code to run."""
+    from jaxdl.models import by_path
+
+    name = config.model.name
+    if not by_path.is_path(name):
+        return
+    where = by_path.origin(name)
+    if where is not None and where.is_relative_to(workdir.resolve()):
+        raise errors.input_error("--workdir", "a run whose model module is installed or on "
+                                 "PYTHONPATH", f"{workdir}, whose model {name!r} would be "
+                                 f"imported from inside it ({where})",
+                                 "install the module, or put its folder on PYTHONPATH "
+                                 "outside the workdir")
+
+
+def load(workdir: str | Path) -> tuple[Any, Any]:
+    """``(trainer, state)`` of a ``jaxdl train`` run: its config's model, loss, metrics and
+    optimizer, and the newest good checkpoint's state (``jdl.load``)."""
+    _, trainer, state, _ = restore_from_workdir(workdir)
+    return trainer, state
 
 
 def restore_from_workdir(workdir: str | Path):
     """(config, trainer, state, meta) of the newest good checkpoint of a finished or
-    running run; ``config`` completed from the defaults."""
+    running run; ``config`` completed from the defaults.
+
+    Reading a run that is training is allowed: its checkpoints are then read from a copy
+    (see :func:`_checkpoints`), never renamed under it.
+    """
     import jax
 
     from jaxdl import checkpoint
@@ -36,11 +110,12 @@ def restore_from_workdir(workdir: str | Path):
 
     workdir = Path(workdir)
     config = saved_config(workdir)
+    _check_model_source(config, workdir)
     members = build.population(config)
-    with checkpoint.Checkpointer(workdir / "checkpoints", keep=1000) as ckpt:
-        meta = _newest_meta(ckpt)
+    with _checkpoints(workdir) as folder, checkpoint.Checkpointer(folder, keep=1000) as ckpt:
+        meta = newest_meta(ckpt)
         if meta is None and not ckpt.steps:
-            raise errors.input_error("--workdir", f"a checkpoint under {ckpt.directory}",
+            raise errors.input_error("--workdir", f"a checkpoint under {workdir / 'checkpoints'}",
                                      "none", "train first: jaxdl train --workdir DIR")
         # The run's own steps per epoch: its schedule (warm-up, decay) is rebuilt as trained.
         steps_per_epoch = 1
@@ -59,12 +134,33 @@ def restore_from_workdir(workdir: str | Path):
 
 def _write_predictions(predictions: np.ndarray, output_path: str | Path | None) -> None:
     flat = predictions.reshape(len(predictions), -1)
-    if output_path is None:
-        np.savetxt(sys.stdout, flat, delimiter=",", fmt="%.8g")
-    elif Path(output_path).suffix == ".npy":
-        np.save(output_path, predictions)
-    else:
-        np.savetxt(output_path, flat, delimiter=",", fmt="%.8g")
+    try:
+        if output_path is None:
+            np.savetxt(sys.stdout, flat, delimiter=",", fmt="%.8g")
+        elif Path(output_path).suffix == ".npy":
+            np.save(output_path, predictions)
+        else:
+            np.savetxt(output_path, flat, delimiter=",", fmt="%.8g")
+    except OSError as e:  # a read-only folder, a full disk: checked up front where it can be
+        raise lock.unwritable_file("--output", Path(output_path or "-"),
+                                   f"which cannot be written ({e.strerror or e})") from None
+
+
+def _normalized(x: np.ndarray, scaler: dict[str, Any] | None, input_path: Path) -> np.ndarray:
+    """``x`` through the run's normalization, which must keep every value finite."""
+    from jaxdl.data import transforms
+
+    if not scaler:
+        return x
+    with np.errstate(over="ignore", invalid="ignore"):  # reported below, as the input's
+        x = np.asarray(transforms.scaler_from_dict(scaler)(x))
+    rows = nonfinite_rows(x)
+    if len(rows):
+        raise errors.input_error(
+            "--input", "values that the run's normalization keeps finite in float32",
+            f"{len(rows)} row(s) that overflow once normalized, first at row {rows[0]} of "
+            f"{input_path.name}", "pass raw inputs in the units of the training columns")
+    return x
 
 
 def predict_from_workdir(workdir: str | Path, input_path: str | Path,
@@ -78,17 +174,15 @@ def predict_from_workdir(workdir: str | Path, input_path: str | Path,
     A population run predicts with the mean of its members, or with ``member``.
     """
     from jaxdl import population
-    from jaxdl.data import transforms
 
-    config, trainer, state, meta = restore_from_workdir(workdir)
     input_path = Path(input_path)
-    x = read_inputs(input_path)
+    x = read_inputs(input_path)  # before the restore: a bad file is reported at once
+    config, trainer, state, meta = restore_from_workdir(workdir)
     if tuple(x.shape[1:]) != tuple(meta["num_features"]):
         raise errors.input_error("--input", f"rows of {meta['num_features']} features (what "
                                  "the run was trained on)", f"rows of shape {x.shape[1:]} "
                                  f"in {input_path}", "pass raw inputs with the training columns")
-    if meta.get("scaler"):
-        x = np.asarray(transforms.scaler_from_dict(meta["scaler"])(x))
+    x = _normalized(x, meta.get("scaler"), input_path)
     if member is not None:
         if population.size(state) is None:
             raise errors.input_error("--member", "a population run (population.size > 0)",

@@ -1,10 +1,13 @@
-"""Driver-side hooks run at epoch ends: early stopping, LR on plateau, NaN policy.
+"""The kit's callbacks: early stopping, LR on plateau, NaN policy; the base classes.
 
 Callbacks live outside ``jit``: the fit driver calls them after each dispatch,
 once per finished epoch, with that epoch's logs (``loss``, metrics, ``val_*``).
-They may return a new state (restored weights, a lowered learning rate) and set
-``stop_training``. When callbacks are given, each dispatch ends at an epoch
-boundary, so a stop takes effect exactly where Keras would stop.
+They may return a new state (restored weights, a lowered learning rate) or None
+(unchanged) and set ``stop_training``. When callbacks are given, each dispatch ends
+at an epoch boundary, so a stop takes effect exactly where Keras would stop. How
+hooks are called — the kit's or Keras' signatures, batch hooks, what a hook may
+return — is :mod:`jaxdl.train.hooks`, where :class:`Callback` and
+:class:`LambdaCallback` are defined.
 
 Populations (:mod:`jaxdl.population`): each log value is a float64 array [N],
 one per member (NaN for members that no longer train; ``context["members"]`` in
@@ -28,6 +31,10 @@ from jaxdl import errors
 from jaxdl import metrics as metrics_lib
 from jaxdl import optim as optim_lib
 from jaxdl.state import TrainState
+from jaxdl.train.hooks import Callback, LambdaCallback
+
+__all__ = ["Callback", "EarlyStopping", "LambdaCallback", "ReduceLROnPlateau", "TerminateOnNaN",
+           "member_logs"]
 
 
 def _copy(state: TrainState) -> TrainState:
@@ -60,47 +67,6 @@ def member_logs(logs: dict[str, Any], members: Any = None) -> list[tuple[int | N
     members = range(n) if active is None else np.flatnonzero(active)
     return [(int(i), {k: float(np.asarray(v).reshape(n)[i]) for k, v in logs.items()})
             for i in members]
-
-
-class Callback:
-    """Base class; override what you need. ``stop_training`` ends ``fit`` after this epoch."""
-
-    stop_training: bool = False
-    # Populations: the members this callback stopped (bool [N]; None for one model).
-    stopped_members: np.ndarray | None = None
-    # The fit's MemberView, for callbacks that keep context["members"] in on_train_begin.
-    members: Any = None
-
-    def on_train_begin(self, state: TrainState, context: dict[str, Any]) -> TrainState:
-        """Called once before the first dispatch; ``context`` has epochs, steps_per_epoch,
-        batch_size, step, population and members (see :func:`jaxdl.train.fit.fit`)."""
-        return state
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, float], state: TrainState) -> TrainState:
-        """Called after each epoch (0-based ``epoch``) with its logs; returns the state to go on."""
-        return state
-
-    def on_train_end(self, state: TrainState) -> TrainState:
-        """Called once at the end of ``fit``; returns the state ``fit`` returns."""
-        return state
-
-    # Checkpointing: a resumed run must continue exactly where it stopped, so a
-    # callback's own progress (counters as JSON, arrays as a pytree) is saved too.
-
-    def state_dict(self) -> dict[str, Any]:
-        """JSON-safe progress (counters, best values) saved with each checkpoint."""
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any], arrays: Any = None) -> None:
-        """Restores what :meth:`state_dict` and :meth:`checkpoint_arrays` saved."""
-
-    def checkpoint_arrays(self) -> Any:
-        """A pytree of arrays to save with the checkpoint, or None."""
-        return None
-
-    def checkpoint_template(self, state: TrainState) -> Any:
-        """The structure :meth:`checkpoint_arrays` has, given the run's state (or None)."""
-        return None
 
 
 class _Monitor(Callback):

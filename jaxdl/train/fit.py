@@ -29,6 +29,7 @@ from jaxdl.checkpoint.resume import FitCheckpoints, Position
 from jaxdl.data import arrays
 from jaxdl.data import validate as check
 from jaxdl.state import TrainState
+from jaxdl.train import hooks as hooks_lib
 from jaxdl.train import inputs
 from jaxdl.train.callbacks import Callback
 from jaxdl.train.infer import evaluate_arrays
@@ -115,6 +116,7 @@ class _Fit:
     callbacks: Sequence[Callback]
     checkpointing: Any
     saver: FitCheckpoints | None
+    hooks: list[hooks_lib.Hooks] = dataclasses.field(default_factory=list)  # read at start
 
     def run_block(self, dispatch: Dispatch, state: TrainState, acc: Any, progress: _Progress
                   ) -> tuple[TrainState, Any, Any]:
@@ -168,7 +170,7 @@ class _Fit:
         train_out, val_out, bad_out = jax.device_get(outputs)
         stop = False
         for i, epoch in enumerate(dispatch.epochs):
-            logs = {k: train_out[k][i] for k in programs.names}
+            logs = {k: train_out[k][i] for k in programs.train_names(train_out)}
             if bad_out and programs.nan_policy != "raise":
                 logs["nonfinite_steps"] = bad_out["count"][i]
             if self.validation is not None:
@@ -176,8 +178,7 @@ class _Fit:
             logs = members.logs(logs)
             for key, value in logs.items():
                 position.history.setdefault(key, []).append(members.history_value(value))
-            for cb in self.callbacks:
-                state = cb.on_epoch_end(epoch, logs, state)
+            state = hooks_lib.call_all(self.hooks, "on_epoch_end", state, epoch, logs)
             stop = members.update(self.callbacks) or stop
         return state, stop
 
@@ -194,7 +195,9 @@ class _Fit:
             checkpointing.every_epochs and self.plan.ends_epoch(dispatch)
             and (position.epoch - position.origin) % checkpointing.every_epochs == 0)
         preempted = signum is not None or checkpointing.reached_preemption(progress.step)
-        if due or done or preempted:
+        # The end of training is saved once the callbacks' on_train_end ran (see _train):
+        # the last checkpoint then holds the state fit returns (EarlyStopping's best).
+        if (due and not done) or preempted:
             position.finished = bool(done)
             self.saver.save(progress.step, state, acc, position)
             progress.last_saved = progress.step
@@ -202,12 +205,22 @@ class _Fit:
             checkpointing.checkpointer.wait()
             raise errors.Preempted(signum or 15, progress.step)
 
+    def end_training(self, state: TrainState) -> TrainState:
+        """The callbacks' ``on_train_end``, in order; the state they leave is fit's result."""
+        return hooks_lib.call_all(self.hooks, "on_train_end", state)
+
+    def batch_logs(self, outputs: Any) -> dict[str, Any]:
+        """A one-step dispatch's logs: the epoch's running training metrics through it."""
+        train_out = jax.device_get(outputs[0])
+        return self.members.logs({k: train_out[k][0] for k in self.programs.train_names(train_out)})
+
     def walk(self, state: TrainState, acc: Any, position: Position, progress: _Progress
              ) -> tuple[TrainState, Any, Position, bool]:
         """Runs the plan from ``position``; returns early (True) after a rollback."""
         for dispatch in self.plan.dispatches((position.epoch, position.first)):
             if progress.stop:
                 break
+            state = hooks_lib.begin_dispatch(self.hooks, dispatch, state)
             state, acc, outputs = self.run_block(dispatch, state, acc, progress)
             bad = self.bad_step(dispatch, outputs[2], state, position, progress)
             if bad is not None:
@@ -219,6 +232,8 @@ class _Fit:
                 return state, acc, position, True
             progress.step += self.plan.steps_in(dispatch)
             position.epoch, position.first = self.plan.after(dispatch)
+            state = hooks_lib.end_batch(self.hooks, dispatch, state,
+                                        lambda o=outputs: self.batch_logs(o))
             if self.plan.ends_epoch(dispatch):
                 state, stop = self.end_epochs(dispatch, outputs, state, position)
                 progress.stop = progress.stop or stop
@@ -239,13 +254,15 @@ def _statistics(programs: Programs, state: TrainState, x: np.ndarray, y: np.ndar
 
 def _train(fit: _Fit, state: TrainState, acc: Any, position: Position, step: int
            ) -> tuple[TrainState, FitStats, Position]:
-    """Walks the plan (again after each rollback), saves the end, and measures."""
+    """Walks the plan (again after each rollback), ends training, saves the end, and
+    measures."""
     progress = _Progress(step, step, any(cb.stop_training for cb in fit.callbacks))
     started = time.perf_counter()
     try:
         rolled_back = True
         while rolled_back:
             state, acc, position, rolled_back = fit.walk(state, acc, position, progress)
+        state = fit.end_training(state)
         if fit.checkpointing is not None and progress.step != progress.last_saved:
             position.finished = True
             fit.saver.save(progress.step, state, acc, position)
@@ -284,14 +301,18 @@ def _fit_source(programs: Programs, state: TrainState, source: BatchSource,
                 callbacks: Sequence[Callback], steps_per_dispatch: int | str,
                 initial_epoch: int, checkpointing: Any) -> FitResult:
     """:func:`fit` once its arguments are checked and its batch source is open."""
+    hooks = hooks_lib.prepare(callbacks)  # a hook fit cannot call is refused before compiling
     friendly = programs.loop_friendly(state, x)
     validation = None if val is None else _Validation(
         on_device(*val, programs.placement), sequential_plan(len(val[0]), batch_size),
         friendly)
     position = Position(origin=initial_epoch, epoch=initial_epoch, first=0, history={})
+    # What a checkpoint must match to belong to this run; the example shape also lets a
+    # new process rebuild the state to restore into (jaxdl.train.load).
     saver = None if checkpointing is None else FitCheckpoints(checkpointing, callbacks, {
         "seed": members.identity_seed, "batch_size": batch_size,
-        "num_examples": source.num_examples, "shuffle": bool(shuffle)})
+        "num_examples": source.num_examples, "shuffle": bool(shuffle),
+        "num_features": list(x.shape[1:]), "input_dtype": str(x.dtype)})
     acc = _statistics(programs, state, x, y, batch_size, members, _put(programs))
     if saver is not None and checkpointing.resume:
         state, acc, found = saver.restore(state, acc)
@@ -300,21 +321,18 @@ def _fit_source(programs: Programs, state: TrainState, source: BatchSource,
             members.restore(position.diverged, callbacks)
     steps_per_epoch = arrays.steps_per_epoch(source.num_examples, batch_size)
     _check_step_count(epochs, steps_per_epoch)
-    plan = make_plan(position.origin, epochs, steps_per_epoch, steps_per_dispatch,
-                     any(getattr(cb, "needs_every_epoch", True) for cb in callbacks),
+    steps_per_dispatch, every_epoch = hooks_lib.plan_options(hooks, steps_per_dispatch)
+    plan = make_plan(position.origin, epochs, steps_per_epoch, steps_per_dispatch, every_epoch,
                      friendly, checkpointing)
     static = plan.static(batch_size, source.num_examples if source.host_fed else None)
     run = _Fit(programs, plan, static, source, validation, members, callbacks, checkpointing,
-               saver)
+               saver, hooks)
     step = host_step(state)  # counted on the host from here on: no sync per dispatch
     context = dict(epochs=epochs, initial_epoch=position.epoch, steps_per_epoch=steps_per_epoch,
                    batch_size=batch_size, step=step, population=members.size,
                    members=members.view)
-    for cb in callbacks:
-        state = cb.on_train_begin(state, context)
+    state = hooks_lib.call_all(hooks, "on_train_begin", state, context)
     state, stats, position = _train(run, state, acc, position, step)
-    for cb in callbacks:
-        state = cb.on_train_end(state)
     return FitResult(state, position.history, stats)
 
 

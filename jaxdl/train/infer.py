@@ -66,7 +66,7 @@ def predict(programs: Programs, state: TrainState, x: Any, *, batch_size: int = 
         # One batch (a serving loop's request): one call on exactly these rows, no plan;
         # the shape check runs only to explain a failure (it costs a third of the call).
         try:
-            return np.asarray(programs.predict_batch(state, x))
+            return jax.tree.map(np.asarray, programs.predict_batch(state, x))
         except Exception:
             inputs.output_shape(programs, state, x)
             raise
@@ -76,10 +76,16 @@ def predict(programs: Programs, state: TrainState, x: Any, *, batch_size: int = 
     if programs.loop_friendly(state, data_x):
         out = programs.predict_all(state, data_x, idx)
     else:
-        out = jnp.stack([programs.predict_batch(state, jnp.take(data_x, i, axis=0))
-                         for i in idx])
-    out = np.asarray(jax.device_get(out))  # [batches, (members,) B, ...]
-    if programs.population is not None:
+        out = jax.tree.map(lambda *batches: jnp.stack(batches), *[
+            programs.predict_batch(state, jnp.take(data_x, i, axis=0)) for i in idx])
+    rows = len(x)
+    return jax.tree.map(lambda a: _rows(np.asarray(a), rows, programs.population is not None),
+                        jax.device_get(out))
+
+
+def _rows(out: np.ndarray, rows: int, population: bool) -> np.ndarray:
+    """[batches, (members,) B, ...] -> [(members,) rows, ...]: the real rows, in order."""
+    if population:
         out = np.moveaxis(out, 1, 0)
-        return out.reshape(out.shape[0], -1, *out.shape[3:])[:, : len(x)]
-    return out.reshape(-1, *out.shape[2:])[: len(x)]
+        return out.reshape(out.shape[0], -1, *out.shape[3:])[:, :rows]
+    return out.reshape(-1, *out.shape[2:])[:rows]

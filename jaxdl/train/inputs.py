@@ -18,12 +18,13 @@ RECORDS_CHECKED_ROWS = 4096
 
 
 def output_shape(programs: Programs, state: TrainState, x: np.ndarray,
-                 argument: str = "x") -> tuple[int, ...]:
-    """The model's per-example output shape for inputs like ``x``; a clear error if not."""
+                 argument: str = "x") -> Any:
+    """The model's per-example output shape for inputs like ``x`` (a pytree of shapes for
+    a model with several outputs); a clear error if the model rejects them."""
     spec = jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype)
     try:
-        return tuple(programs.abstract("outputs", programs.outputs, programs.member_spec(state),
-                                       spec).shape[1:])
+        outputs = programs.abstract("outputs", programs.outputs, programs.member_spec(state),
+                                    spec)
     except Exception as e:  # flax/XLA shape errors: restate them in the user's terms
         raise errors.input_error(
             argument, "examples whose shape the model accepts (the shape it was initialized "
@@ -31,6 +32,8 @@ def output_shape(programs: Programs, state: TrainState, x: np.ndarray,
             f"examples of shape {x.shape[1:]} (the model said: {errors.first_sentence(e)})",
             "pass data with the same feature count as the sample given to init(), or "
             "re-initialize the model on this data") from None
+    # A model may return a pytree (a VAE's (reconstruction, mean, logvar)): one shape each.
+    return jax.tree.map(lambda leaf: tuple(leaf.shape[1:]), outputs)
 
 
 def checked(programs: Programs, state: TrainState, x: Any, y: Any, x_arg: str = "x",

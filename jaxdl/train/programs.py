@@ -17,7 +17,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxdl import errors, fuse
+from jaxdl import errors, fuse, nonfinite, norms, user_step
 from jaxdl import losses as losses_lib
 from jaxdl import metrics as metrics_lib
 from jaxdl import step as step_lib
@@ -44,12 +44,24 @@ class Programs:
     def __init__(self, model, loss: losses_lib.Loss, tx, metrics: Sequence[metrics_lib.Metric],
                  augment=None, nan_policy: str = "none", placement: Any = None,
                  population: str | None = None, precision: str = "float32",
-                 grad_accum_steps: int = 1):
+                 grad_accum_steps: int = 1, train_step: user_step.Step | None = None,
+                 log_norms: bool = False, learning_rate: Any = None):
         self.model, self.loss, self.tx = model, loss, tx
         # One model's step; _train_step wraps it for the population or the strategy.
-        make_step = functools.partial(step_lib.make_train_step, model, loss, tx, metrics,
-                                      augment=augment, nan_policy=nan_policy,
-                                      precision=precision, grad_accum_steps=grad_accum_steps)
+        if train_step is None:
+            make_step = functools.partial(
+                step_lib.make_train_step, model, loss, tx, metrics, augment=augment,
+                nan_policy=nan_policy, precision=precision, grad_accum_steps=grad_accum_steps,
+                log_norms=log_norms, learning_rate=learning_rate)
+        elif log_norms:
+            raise errors.input_error("log_norms", "False with a custom train_step (its "
+                                     "gradients are its own)", "True",
+                                     "report them from your step: stats['grad_norm'] = "
+                                     "optax.tree.norm(grads)")
+        else:  # the user's own: its statistics name what it reports
+            make_step = functools.partial(user_step.make_step, train_step,
+                                          nonfinite.check_policy(nan_policy))
+        self.custom_step, self.log_norms = train_step is not None, log_norms
         self.placement = placement
         # None: one model. "shared"/"member": a population (vmap over a leading member
         # axis of the state) training on the same batches / on each member's own order.
@@ -71,10 +83,17 @@ class Programs:
         # grows for argument variants that reuse an executable, so its size is no measure).
         self.traces: collections.Counter[str] = collections.Counter()
         results = fuse.results_fn(self.reported, population is not None)
+        train_results = results
+        if self.custom_step:
+            train_results = fuse.vmapped(user_step.results, population is not None)
+        elif log_norms:
+            train_results = fuse.vmapped(lambda stats: {**fuse.results_fn(self.reported)(stats),
+                                                        **norms.results(stats)},
+                                         population is not None)
         evaluate = fuse.make_evaluate(self.eval_step, self.reported, results)
         self.evaluate = jax.jit(self._counted("evaluate", evaluate))
         self.block = jax.jit(self._counted("block", fuse.make_train_block(
-            self.train_step, self.reported, evaluate, results,
+            self.train_step, self.reported, evaluate, train_results,
             freeze_nonfinite=population is not None and nan_policy == "raise")),
                              static_argnames=("batch_size", "num_steps", "ragged_steps",
                                               "ragged_epochs", "num_examples"),
@@ -120,6 +139,17 @@ class Programs:
             return eval_step, predict
         return self._split_batches(eval_step), (
             lambda state, x: predict(state, placement.constrain_batch({"x": x})["x"]))
+
+    def train_names(self, train_out: dict[str, Any]) -> tuple[str, ...]:
+        """The names a training block reports, in order: the loss and metrics, or a custom
+        step's statistics ("loss" first)."""
+        if self.custom_step:
+            return tuple(m.name for m in user_step.metrics_of(train_out))
+        if self.log_norms:  # the global norms first, then per module, then the rate
+            logged = sorted((n for n in train_out if norms.is_norm(n)),
+                            key=lambda n: ("/" in n, n == norms.LEARNING_RATE, n))
+            return (*self.names, *logged)
+        return self.names
 
     def member_spec(self, state: TrainState) -> Any:
         """The state of one model: ``state`` itself, or a population member's shapes."""
