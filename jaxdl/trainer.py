@@ -287,7 +287,7 @@ class Trainer:
             shuffle: bool = True, seed: int = 0, callbacks: Sequence[Callback] = (),
             steps_per_dispatch: int | str = "auto", initial_epoch: int = 0, verbose: int = 1,
             checkpoint_dir: str | None = None, checkpointing: Any = None,
-            log_norms: bool = False) -> fit_lib.FitResult:
+            log_norms: bool = False, population_mode: str = "auto") -> fit_lib.FitResult:
         """Trains and returns ``(state, history)``; see :func:`jaxdl.train.fit.fit` for arguments.
 
         The result unpacks as ``state, history``; its ``stats`` (a
@@ -300,6 +300,7 @@ class Trainer:
         in ``checkpointing`` sets the cadence and more).
         ``log_norms``: also report per epoch the mean gradient, update and parameter norms
         (global and per top-level module) and the learning rate (see :mod:`jaxdl.norms`).
+        ``population_mode``: "vmap", "sequential" or "auto" (see :func:`jaxdl.train.fit.fit`).
         """
         self._check_state(state)
         callbacks = list(callbacks)
@@ -320,7 +321,8 @@ class Trainer:
                                validation_data=validation_data,
                                validation_split=validation_split, shuffle=shuffle, seed=seed,
                                callbacks=callbacks, steps_per_dispatch=steps_per_dispatch,
-                               initial_epoch=initial_epoch, checkpointing=checkpointing)
+                               initial_epoch=initial_epoch, checkpointing=checkpointing,
+                               population_mode=population_mode)
 
     def restore(self, directory: Any, *, sample_x: Any = None) -> TrainState:
         """The newest good checkpoint's state under ``directory`` (a ``checkpoint_dir`` of
