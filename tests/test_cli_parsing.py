@@ -32,7 +32,10 @@ def _isolated(tmp_path, monkeypatch):
 @pytest.fixture
 def fake_run(monkeypatch):
     """A stand-in `jaxdl.experiment` that records its calls (or raises ``fake.error`` if set)."""
+    import jaxdl.experiment
+
     fake = types.ModuleType("jaxdl.experiment")
+    fake.__path__ = list(jaxdl.experiment.__path__)  # its config modules stay importable
     fake.calls = []
     fake.error = None
 
@@ -301,6 +304,7 @@ def test_enable_compilation_cache_sets_jax_options(monkeypatch, tmp_path):
         "jax_compilation_cache_dir": str(tmp_path / "xla"),
         "jax_persistent_cache_min_compile_time_secs": 0.0,
         "jax_persistent_cache_min_entry_size_bytes": 0,
+        "jax_compilation_cache_max_size": compilation_cache.DEFAULT_MAX_BYTES,
     }
     assert all(hasattr(jax.config, name) for name in updates)  # the names exist in this JAX
 
@@ -311,3 +315,27 @@ def test_enable_compilation_cache_sets_jax_options(monkeypatch, tmp_path):
     with pytest.warns(RuntimeWarning, match="compilation cache off"):
         assert compilation_cache.enable_compilation_cache(tmp_path / "file" / "xla") is None
     assert not updates
+
+
+def test_the_cache_is_bounded_by_its_size_limit(tmp_path):
+    # A real process: compile many small programs under a limit of a few entries.
+    import subprocess
+    import sys
+
+    script = (
+        "from jaxdl.cli import compilation_cache as c; c.enable_compilation_cache()\n"
+        "import jax, jax.numpy as jnp\n"
+        "for i in range(60):\n"
+        "    jax.jit(lambda a, i=i: jnp.sin(a) * i + jnp.cos(a * i))(jnp.ones(i + 1))\n")
+    env = {**os.environ, "JAXDL_CACHE_DIR": str(tmp_path / "xla"),
+           "JAXDL_CACHE_MAX_BYTES": "60000"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    sizes = [p.stat().st_size for p in (tmp_path / "xla").glob("*-cache")]
+    assert len(sizes) > 3 and sum(sizes) <= 60000  # the oldest entries were evicted
+    assert "Please install" not in done.stderr  # filelock, which the limit needs, is there
+    assert compilation_cache.max_bytes({"JAXDL_CACHE_MAX_BYTES": "-1"}) == -1
+    with pytest.warns(RuntimeWarning, match="not a positive number of bytes"):
+        assert compilation_cache.max_bytes({"JAXDL_CACHE_MAX_BYTES": "lots"}) == (
+            compilation_cache.DEFAULT_MAX_BYTES)

@@ -9,6 +9,10 @@ compiling them again. The folder is, in order:
 
 A cache folder already chosen through JAX's own ``JAX_COMPILATION_CACHE_DIR`` is kept.
 JAX is imported only when the cache is enabled, so importing this module stays cheap.
+
+The cache is bounded: past ``$JAXDL_CACHE_MAX_BYTES`` (default 2 GiB; ``-1`` for no
+limit) JAX evicts the least recently used programs, so a machine that runs many
+experiments does not fill its disk.
 """
 
 from __future__ import annotations
@@ -19,7 +23,26 @@ import warnings
 from collections.abc import Mapping
 
 ENV_VAR = "JAXDL_CACHE_DIR"
+MAX_BYTES_VAR = "JAXDL_CACHE_MAX_BYTES"
+DEFAULT_MAX_BYTES = 2 * 2**30
 _OFF = ("", "off")
+
+
+def max_bytes(env: Mapping[str, str] | None = None) -> int:
+    """The cache's size limit in bytes from ``$JAXDL_CACHE_MAX_BYTES`` (-1: no limit)."""
+    text = (os.environ if env is None else env).get(MAX_BYTES_VAR, "")
+    if not text:
+        return DEFAULT_MAX_BYTES
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value == -1 or value > 0:
+        return value
+    warnings.warn(f"jaxdl: {MAX_BYTES_VAR}={text!r} is not a positive number of bytes or -1; "
+                  f"the cache keeps its default limit of {DEFAULT_MAX_BYTES} bytes.",
+                  RuntimeWarning, stacklevel=3)
+    return DEFAULT_MAX_BYTES
 
 
 def resolve_cache_dir(
@@ -84,4 +107,5 @@ def enable_compilation_cache(path: str | os.PathLike[str] | None = None) -> str 
     jax.config.update("jax_compilation_cache_dir", str(folder))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    jax.config.update("jax_compilation_cache_max_size", max_bytes())
     return str(folder)
