@@ -31,9 +31,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
+from optax import tree_utils as otu
 
-from jaxdl import errors
+from jaxdl import errors, optim
 from jaxdl.state import TrainState
 
 
@@ -61,20 +61,22 @@ def abstract_member(state: Any) -> Any:
     return jax.eval_shape(lambda s: jax.tree.map(lambda a: a[0], s), state)
 
 
-def _injected(opt_state: Any) -> list[Any]:
-    """Every inject_hyperparams state inside ``opt_state`` (outermost first)."""
-    found = []
+def _injected(opt_state: Any) -> dict[str, list[tuple[Any, jax.Array]]]:
+    """name -> [(path, value)] of every hyper-parameter injected in ``opt_state``
+    (outermost state first), :func:`jaxdl.optim.with_lr_scale`'s multiplier left out."""
+    kit_scale = optim.lr_scale_filter(opt_state)
+    # Candidate names from every ``hyperparams`` dict; ``keep`` then takes only the
+    # injected states' values.
+    names = {name: None for _, hyper in otu.tree_get_all_with_path(
+        opt_state, "hyperparams", filtering=lambda _, value: isinstance(value, dict))
+        for name in hyper}
 
-    def visit(node):
-        if isinstance(node, optax.InjectStatefulHyperparamsState | optax.InjectHyperparamsState):
-            found.append(node)
-            visit(node.inner_state)
-        elif isinstance(node, tuple | list):
-            for child in node:
-                visit(child)
+    def keep(path, value):
+        return optim.is_injected(path, value) and not kit_scale(path, value)
 
-    visit(opt_state)
-    return found
+    found = {name: otu.tree_get_all_with_path(opt_state, name, filtering=keep)
+             for name in names}
+    return {name: values for name, values in found.items() if values}
 
 
 def hparams(state: TrainState) -> dict[str, np.ndarray]:
@@ -82,13 +84,8 @@ def hparams(state: TrainState) -> dict[str, np.ndarray]:
 
     The kit's own learning-rate multiplier (``ReduceLROnPlateau``) is not listed.
     """
-    out: dict[str, np.ndarray] = {}
-    for node in _injected(state.opt_state):
-        if set(node.hyperparams) == {"step_size"}:
-            continue  # jaxdl.optim.with_lr_scale's multiplier
-        for name, value in node.hyperparams.items():
-            out.setdefault(name, np.asarray(jax.device_get(value)))
-    return out
+    return {name: np.asarray(jax.device_get(values[0][1]))
+            for name, values in _injected(state.opt_state).items()}
 
 
 def set_hparams(state: TrainState, values: Mapping[str, Any]) -> TrainState:
@@ -96,36 +93,27 @@ def set_hparams(state: TrainState, values: Mapping[str, Any]) -> TrainState:
 
     ``values`` maps a name to a scalar or, for a population, one value per member.
     """
-    nodes = _injected(state.opt_state)
-    known = {name for node in nodes for name in node.hyperparams} - {"step_size"}
+    found = _injected(state.opt_state)
     for name in values:
-        if name not in known:
+        if name not in found:
             raise errors.input_error("hparams", f"names of injected hyper-parameters "
-                                     f"{sorted(known)}", repr(name),
+                                     f"{sorted(found)}", repr(name),
                                      "request it when creating the population: "
                                      "init(..., hparams={name: values})")
     n = size(state)
-
-    def replace(node):
-        if isinstance(node, optax.InjectStatefulHyperparamsState | optax.InjectHyperparamsState):
-            hyper = dict(node.hyperparams)
-            for name, value in values.items():
-                if name in hyper:
-                    old = hyper[name]
-                    new = jnp.asarray(value, old.dtype)
-                    if new.shape != old.shape:
-                        raise errors.input_error(
-                            f"hparams[{name!r}]", f"{n} values (one per member)" if n else
-                            "a scalar", f"shape {new.shape}", "give one value per member")
-                    hyper[name] = jax.device_put(new, getattr(old, "sharding", None))
-            return node._replace(hyperparams=hyper, inner_state=replace(node.inner_state))
-        if isinstance(node, tuple) and not hasattr(node, "_fields"):
-            return tuple(replace(child) for child in node)
-        if isinstance(node, list):
-            return [replace(child) for child in node]
-        return node
-
-    return state.replace(opt_state=replace(state.opt_state))
+    opt_state = state.opt_state
+    for name, value in values.items():
+        for path, old in found[name]:
+            new = jnp.asarray(value, old.dtype)
+            if new.shape != old.shape:
+                raise errors.input_error(
+                    f"hparams[{name!r}]", f"{n} values (one per member)" if n else
+                    "a scalar", f"shape {new.shape}", "give one value per member")
+            # Each occurrence keeps its own dtype, shape and placement: no recompile.
+            opt_state = otu.tree_set(opt_state, lambda p, _, path=path: p == path,
+                                     **{name: jax.device_put(new, getattr(old, "sharding",
+                                                                          None))})
+    return state.replace(opt_state=opt_state)
 
 
 def expand(spec: Mapping[str, Any], population: int, seed: int = 0) -> dict[str, list[float]]:

@@ -15,6 +15,7 @@ the compiled programs, so repeated calls with the same shapes never recompile.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -217,7 +218,7 @@ class Trainer:
             return self._init(key, sample)
         boxed = jax.eval_shape(self._variables, key, sample)["params"]
         shardings = self.placement.state_shardings(jax.eval_shape(self._init_fn, key, sample),
-                                                   boxed_params=boxed)
+                                                   boxed_params=boxed, tx=self.tx)
         init = jax.jit(self._init_fn, out_shardings=shardings)
         return init(key, sample)
 
@@ -264,7 +265,7 @@ class Trainer:
         abstract = jax.eval_shape(jax.vmap(lambda k, x: self._init_fn(k, x, tx),
                                            in_axes=(0, None)), keys, sample)
         return {"out_shardings": self.placement.state_shardings(
-            abstract, boxed_params=boxed, population=True)}
+            abstract, boxed_params=boxed, population=True, tx=tx)}
 
     def abstract_state(self, sample_x: Any, population: int | None = None,
                        hparams: Sequence[str] = ()) -> TrainState:
@@ -348,18 +349,41 @@ class Trainer:
                 ensemble: bool = False) -> np.ndarray:
         """Predictions [n, ...]: probabilities for classification losses, raw outputs otherwise.
 
-        For a population: [N, n, ...], one row per member; ``ensemble=True`` averages the
-        members' predictions (probabilities) into [n, ...].
+        For a population: [N, n, ...], one row per member; ``ensemble=True`` averages into
+        [n, ...] the predictions (probabilities) of the members whose parameters and
+        predictions are all finite (under ``nan_policy="none"`` a diverged member's
+        parameters are NaN), with one warning naming how many were used when some are not.
+
+        Raises:
+          NonFiniteError: with ``ensemble=True``, when no member is finite.
         """
         from jaxdl import population
 
         self._check_state(state)
-        if ensemble and population.size(state) is None:
+        size = population.size(state)
+        if ensemble and size is None:
             raise errors.input_error("ensemble", "a population state for ensemble=True",
                                      "a single-model state", "init(..., population=N), or "
                                      "pass ensemble=False")
         out = infer.predict(self.programs_for(state), state, x, batch_size=batch_size)
-        return jax.tree.map(lambda a: a.mean(axis=0), out) if ensemble else out
+        if not ensemble:
+            return out
+        # Per member, on the device for the parameters: only [N] booleans come to the host.
+        finite = [np.asarray(jax.numpy.isfinite(a).reshape(size, -1).all(axis=1))
+                  for a in jax.tree.leaves(state.params)]
+        usable = np.logical_and.reduce(finite + [np.isfinite(a).reshape(size, -1).all(axis=1)
+                                                 for a in jax.tree.leaves(out)])
+        if not usable.any():
+            raise errors.NonFiniteError(errors.message(
+                "state", "a population with a member whose parameters and predictions are "
+                "finite, for ensemble=True", f"{size} members, none finite", "retrain with "
+                "nan_policy='raise' (a diverged member keeps its last finite state) or a "
+                "smaller learning rate"))
+        if not usable.all():
+            warnings.warn(f"predict(ensemble=True): averaged {int(usable.sum())} of {size} "
+                          f"members; left out {np.flatnonzero(~usable).tolist()}, whose "
+                          "parameters or predictions are not finite", stacklevel=2)
+        return jax.tree.map(lambda a: a[usable].mean(axis=0), out)
 
     def _check_state(self, state: Any) -> None:
         if not isinstance(state, TrainState):

@@ -67,7 +67,7 @@ class Placement:
         return NamedSharding(self.mesh, PartitionSpec(BATCH_AXES))
 
     def state_shardings(self, abstract_state: Any, boxed_params: Any = None,
-                        population: bool = False) -> Any:
+                        population: bool = False, tx: Any = None) -> Any:
         """NamedShardings for a TrainState (params by the rules, optimizer state alike;
         everything replicated under the shard_map strategy).
 
@@ -75,6 +75,8 @@ class Placement:
         logical-partitioning boxes, so logical axis names can be mapped by
         ``logical_rules``. ``population``: every leaf has a leading member axis, split
         over the mesh's ``population`` axis (``boxed_params`` are one member's).
+        ``tx``: the optimizer of ``abstract_state.opt_state``, whose params-shaped trees
+        then follow the parameters by structure (see :func:`jaxdl.parallel.state_shardings`).
         """
         if self.strategy in ("shard_map", "pmap"):
             return jax.tree.map(lambda _: self.replicated(), abstract_state)
@@ -94,11 +96,11 @@ class Placement:
             abstract_state.params if boxed_params is None else boxed_params, self.mesh,
             self.rules, self.logical_rules)
         if members is None:
-            return state_shardings(abstract_state, specs, self.mesh)
+            return state_shardings(abstract_state, specs, self.mesh, tx=tx)
         specs = jax.tree.map(lambda spec: PartitionSpec("population", *spec), specs,
                              is_leaf=lambda x: isinstance(x, PartitionSpec))
         return state_shardings(abstract_state, specs, self.mesh,
-                               default=PartitionSpec("population"))
+                               default=PartitionSpec("population"), tx=tx)
 
     def check_batch(self, batch_size: int, argument: str = "batch_size") -> None:
         if batch_size % self.data_parallel:

@@ -245,18 +245,18 @@ def _shard_fix(row: ParamRow, mesh_shape: Mapping[str, int]) -> str:
     return f"a sharding rule such as (r\"{pattern}\", {spec})"
 
 
-def _state_shardings(trainer: Any, abstract: Any, sample_x: Any, population: bool = False
-                     ) -> Any:
+def _state_shardings(trainer: Any, abstract: Any, sample_x: Any, population: bool = False,
+                     tx: Any = None) -> Any:
     """The state's shardings exactly as ``trainer.init`` places it (logical axis names
-    included: they are read from the model's boxed params)."""
+    included: they are read from the model's boxed params; ``tx``: the state's optimizer)."""
     if callable(getattr(trainer, "state_shardings", None)):
         return trainer.state_shardings(sample_x)
     variables = getattr(trainer, "_variables", None)
     if variables is None:
-        return trainer.placement.state_shardings(abstract, population=population)
+        return trainer.placement.state_shardings(abstract, population=population, tx=tx)
     boxed = jax.eval_shape(variables, jax.random.key(0), row_struct(sample_x))["params"]
     return trainer.placement.state_shardings(abstract, boxed_params=boxed,
-                                             population=population)
+                                             population=population, tx=tx)
 
 
 def _replicated_reason(path: str, shape: tuple[int, ...], placement: Any) -> str:
@@ -348,9 +348,10 @@ def preflight(trainer: Any, sample_x: Any, batch_size: int, *, sample_y: Any = N
         raise errors.input_error("batch_size", "an integer >= 1", repr(batch_size),
                                  "pass e.g. batch_size=32")
     abstract = trainer.abstract_state(sample_x, population, tuple(hparams))
-    programs = trainer._population(tuple(hparams))[1] if population else trainer.programs
+    tx, programs = trainer._population(tuple(hparams)) if population else (
+        getattr(trainer, "tx", None), trainer.programs)
     placement = trainer.placement
-    shardings = _state_shardings(trainer, abstract, sample_x, bool(population)) \
+    shardings = _state_shardings(trainer, abstract, sample_x, bool(population), tx) \
         if placement is not None else jax.tree.map(lambda _: None, abstract)
 
     report = _placed_report(abstract, shardings, placement, batch_size=batch_size,

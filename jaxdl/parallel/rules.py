@@ -8,9 +8,12 @@ largest dimension divisible by the ``fsdp`` axis is split over it; small ones
 (``nn.with_logical_partitioning``) map to mesh axes through
 ``logical_rules``. A rule that matches nothing is reported, never ignored.
 
-Optimizer state follows its parameters: every optimizer leaf whose path ends
-with a parameter's path (optax keeps ``mu``/``nu``/``trace`` as params-shaped
-trees) takes that parameter's spec; the rest (counters, scalars) is replicated.
+Optimizer state follows its parameters by structure: given the optimizer,
+``optax.tree_map_params`` finds every params-shaped tree in its state (adam's
+``mu``/``nu``, momentum's ``trace``, ...), and each leaf there takes its parameter's
+spec; the rest (counts, injected hyper-parameters, scalars, and leaves of another
+shape such as adafactor's factored rows) is replicated. Without the optimizer, a
+leaf whose path ends with a parameter's path takes that parameter's spec.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any
 
 import jax
 import numpy as np
+import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxdl import errors
@@ -82,14 +86,58 @@ def partition_specs(params: Any, mesh: jax.sharding.Mesh, rules: Sequence[Rule] 
 
 
 def state_shardings(state: Any, param_specs: Any, mesh: jax.sharding.Mesh,
-                    default: PartitionSpec | None = None) -> Any:
+                    default: PartitionSpec | None = None,
+                    tx: optax.GradientTransformation | None = None) -> Any:
     """NamedShardings for a whole TrainState: params by their specs, optimizer state
-    following the parameter whose path it ends with, everything else by ``default``
-    (replicated; a population's leaves split over their member axis)."""
+    following its parameters, everything else by ``default`` (replicated; a
+    population's leaves split over their member axis).
+
+    Args:
+      state: a TrainState, abstract (``jax.eval_shape``) or concrete.
+      param_specs: a PartitionSpec per parameter (:func:`partition_specs`).
+      mesh: the mesh of the shardings.
+      default: the spec of every leaf that does not follow a parameter.
+      tx: the optimizer whose state ``state.opt_state`` is: its params-shaped trees are
+        found by structure (``optax.tree_map_params``). None, or an optimizer whose
+        ``init`` cannot run on optax's placeholder (it reads the params' shapes): by
+        path suffix.
+    """
+    replicated = NamedSharding(mesh, PartitionSpec() if default is None else default)
+    if tx is not None:
+        opt_shardings = _optimizer_shardings(tx, state, param_specs, mesh, replicated)
+        if opt_shardings is not None:
+            params = jax.tree.map(lambda _, spec: NamedSharding(mesh, spec), state.params,
+                                  param_specs)
+            everything = jax.tree.map(lambda _: replicated, state)
+            return everything.replace(params=params, opt_state=opt_shardings)
+    return _suffix_shardings(state, param_specs, mesh, replicated)
+
+
+def _optimizer_shardings(tx: optax.GradientTransformation, state: Any, param_specs: Any,
+                         mesh: jax.sharding.Mesh, replicated: NamedSharding) -> Any:
+    """The optimizer state's shardings by structure, or None when optax cannot map it."""
+
+    def follow(leaf, spec, param):
+        if isinstance(leaf, optax.MaskedNode):
+            return leaf  # a parameter optax.masked leaves out: no array, nothing to place
+        # A params-shaped tree can hold other shapes (adafactor's factored rows).
+        return NamedSharding(mesh, spec) if leaf.shape == param.shape else replicated
+
+    try:
+        return optax.tree_map_params(
+            tx, follow, state.opt_state, param_specs, state.params,
+            transform_non_params=lambda _: replicated,
+            is_leaf=lambda x: isinstance(x, optax.MaskedNode))
+    except Exception:  # a user's init may reject optax's placeholder params in any way
+        return None  # the caller falls back to the path rule
+
+
+def _suffix_shardings(state: Any, param_specs: Any, mesh: jax.sharding.Mesh,
+                      replicated: NamedSharding) -> Any:
+    """Every leaf whose path ends with a parameter's path gets that parameter's spec."""
     by_suffix = {jax.tree_util.keystr(path): spec for path, spec in
                  jax.tree_util.tree_flatten_with_path(
                      param_specs, is_leaf=lambda x: isinstance(x, PartitionSpec))[0]}
-    replicated = NamedSharding(mesh, PartitionSpec() if default is None else default)
 
     def sharding(path, leaf):
         name = jax.tree_util.keystr(path)
