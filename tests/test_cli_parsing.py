@@ -32,10 +32,10 @@ def _isolated(tmp_path, monkeypatch):
 @pytest.fixture
 def fake_run(monkeypatch):
     """A stand-in `jaxdl.experiment` that records its calls (or raises ``fake.error`` if set)."""
-    import jaxdl.experiment
+    import jaxdl.experiment as real_experiment
 
     fake = types.ModuleType("jaxdl.experiment")
-    fake.__path__ = list(jaxdl.experiment.__path__)  # its config modules stay importable
+    fake.__path__ = list(real_experiment.__path__)  # its config modules stay importable
     fake.calls = []
     fake.error = None
 
