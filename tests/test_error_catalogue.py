@@ -172,6 +172,116 @@ def _nan_rows() -> np.ndarray:
     return rows
 
 
+# one run per workdir (E092-E139): this process holds a folder as a live writer (or reader) would
+def _in_use(c: Ctx, name: str, reader: bool = False) -> pathlib.Path:
+    import contextlib
+
+    from jaxdl.experiment import lock
+
+    folder = c.tmp / name
+    held = c.__dict__.setdefault("held_folders", {})
+    if name not in held:  # held until the module's tests end
+        held[name] = contextlib.ExitStack()
+        if reader:
+            folder.mkdir()
+            lock.lock_file(folder).touch()
+        held[name].enter_context(lock.shared(folder) if reader else
+                                 lock.exclusive(folder, "--workdir"))
+    return folder
+
+
+def _config_file(c: Ctx, name: str, body: str) -> str:
+    return c.file(name, "import sys\n\nimport ml_collections\n\n\n" + body)
+
+
+# research code (E110-E179)
+def _per_example_sq(outputs: jax.Array, labels: jax.Array) -> jax.Array:
+    return jnp.sum((outputs - labels[:, None]) ** 2, axis=-1)
+
+
+def _own_step(state: jdl.TrainState, batch: dict[str, jax.Array]) -> Any:
+    return state.replace(step=state.step + 1), {"loss": jnp.zeros(())}
+
+
+def _evaluate_without_loss(c: Ctx) -> Any:
+    trainer = jdl.Trainer(jdl.models.MLP(features=(16, 1)), loss=None, train_step=_own_step)
+    return trainer.evaluate(c.state, c.x, c.y)
+
+
+class _ReturnsDict(jdl.Callback):
+    def on_epoch_end(self, epoch, logs, state):
+        return {"a": 1}
+
+
+class _ExtraArgument(jdl.Callback):
+    def on_epoch_end(self, epoch, logs, state, extra):
+        return state
+
+
+# checkpoints you can trust (E083-E119): each trigger damages a folder of its own
+def _cadence(c: Ctx, **kwargs: Any) -> None:
+    with Checkpointer(c.tmp / "ckpt_cadence") as ckpt:
+        jdl.checkpoint.Checkpointing(ckpt, **kwargs)
+
+
+def _linked_out(c: Ctx) -> None:
+    run = c.tmp / "run_linked"
+    if not run.exists():
+        run.mkdir()
+        (run / "checkpoints").symlink_to(_saved_checkpoints(c, "ckpt_of_another_run"))
+    Checkpointer(run / "checkpoints", root=run)
+
+
+def _blocked_digest(c: Ctx) -> None:
+    """Step 2's digest cannot be written (a folder has its name): a failed background write."""
+    directory = c.tmp / "ckpt_blocked"
+    shutil.rmtree(directory, ignore_errors=True)
+    with Checkpointer(directory, async_save=False) as ckpt:
+        ckpt.save(1, _tiny_tree(), {"epoch": 1})
+        ckpt.wait()
+        (directory / "2.digest.json" / "x").mkdir(parents=True)
+        ckpt.save(2, _tiny_tree(), {"epoch": 2})
+        ckpt.wait()
+
+
+def _deleted_under_a_run(c: Ctx) -> None:
+    directory = c.tmp / "ckpt_deleted"
+    shutil.rmtree(directory, ignore_errors=True)
+    with Checkpointer(directory) as ckpt:
+        ckpt.save(1, _tiny_tree(), {"epoch": 1})
+        ckpt.wait()
+        shutil.rmtree(directory)
+        ckpt.save(2, _tiny_tree(), {"epoch": 2})
+
+
+def _edit_meta(meta_file: pathlib.Path) -> None:
+    meta_file.write_text(meta_file.read_text().replace('"mean": [', '"mean": [0.5, ', 1)
+                         .replace('"epoch": 2', '"epoch": 3', 1))
+
+
+def _edited_meta_run(c: Ctx) -> list[str]:
+    workdir = pathlib.Path(c.run_copy("run_edited_meta", keep_checkpoints=True))
+    for meta_file in (workdir / "checkpoints").glob("*/meta/metadata"):
+        _edit_meta(meta_file)
+    return ["evaluate", "--workdir", str(workdir)]
+
+
+def _edited_meta_read(c: Ctx) -> None:
+    directory = _saved_checkpoints(c, "ckpt_meta_edited")
+    _edit_meta(directory / "2" / "meta" / "metadata")
+    with Checkpointer(directory) as ckpt:
+        ckpt.read_meta(2)
+
+
+def _malformed_digests(c: Ctx) -> None:
+    directory = _saved_checkpoints(c, "ckpt_bad_digest")
+    for step in (1, 2):
+        (directory / f"{step}.digest.json").write_text("null")
+    with Checkpointer(directory) as ckpt, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "checkpoint N ... is unusable": one per step
+        ckpt.restore(jax.eval_shape(_tiny_tree))
+
+
 # --- the catalogue -------------------------------------------------------------------------------
 
 
@@ -412,6 +522,127 @@ CATALOGUE: list[Entry] = [
     Entry("E082", lambda c: c.fit_with(grad_accum_steps=4), InputError,
           r"argument 'batch_size': expected a batch divisible by grad_accum_steps=4 "
           r"\(equal micro-batches\), got 50\. Fix: .*\(e\.g\. 48 or 52\)"),
+    # -- checkpoints you can trust (E083-E119)
+    Entry("E083", lambda c: _cadence(c, every_steps=-5), InputError,
+          r"argument 'every_steps': expected an integer >= 0 \(0: off\), got -5\. Fix: pass "
+          r"every_steps=N"),
+    Entry("E084", lambda c: _cadence(c, every_epochs=1.5), InputError,
+          r"argument 'every_epochs': expected an integer >= 0 \(0: off\), got 1\.5 \(float\)"),
+    Entry("E085", lambda c: Checkpointer(c.tmp / "ckpt_keep", keep=0), InputError,
+          r"argument 'keep': expected an integer >= 1 \(how many of the latest checkpoints to "
+          r"keep\), got 0\. Fix: pass keep=3"),
+    Entry("E086", _linked_out, CheckpointError,
+          r"the checkpoint directory .*run_linked/checkpoints resolves to .*ckpt_of_another_run,"
+          r" outside its run's folder .*Fix: replace the link", shaped=False),
+    Entry("E087", _blocked_digest, CheckpointError,
+          r"writing checkpoint 2 under .*ckpt_blocked failed: Is a directory \(errno 21\)\. The "
+          r"checkpoints committed before it with their digests are intact: \[1\]\. Fix: ",
+          shaped=False),
+    Entry("E088", _deleted_under_a_run, CheckpointError,
+          r"the checkpoint directory .*ckpt_deleted was deleted, emptied or replaced while the "
+          r"run was writing to it; .*Fix: ", shaped=False),
+    Entry("E089", _edited_meta_run, CLI,
+          r"no usable checkpoint under .*run_edited_meta/checkpoints: tried \d+: its meta does "
+          r"not match its digest", shaped=False),
+    Entry("E090", _edited_meta_read, CheckpointError,
+          r"checkpoint 2 under .*ckpt_meta_edited is unusable: its meta does not match its "
+          r"digest \(edited or damaged\)\. Fix: ", shaped=False),
+    Entry("E091", _malformed_digests, CheckpointError,
+          r"no usable checkpoint under .*ckpt_bad_digest: tried 2: its digest file is malformed: "
+          r"expected a JSON object of checksums, got null, 1: ", shaped=False),
+    # -- one run per workdir, and the command's inputs (E092-E139)
+    Entry("E092", lambda c: ["train", "--workdir", _in_use(c, "w_busy"), "--quiet"], CLI,
+          r"argument '--workdir': expected a folder that no other jaxdl process is writing, got "
+          r".*w_busy, locked by pid \d+ on host .*Fix: wait for that process"),
+    Entry("E093", lambda c: ["train", "--workdir", _in_use(c, "w_read", reader=True)], CLI,
+          r"argument '--workdir': expected a folder that no other jaxdl process is using, got "
+          r".*w_read, which another jaxdl command is reading"),
+    Entry("E094", lambda c: ["data", "prepare", "--dataset", "iris", "--out",
+                             _in_use(c, "out_busy")], CLI,
+          r"argument '--out': expected a folder that no other jaxdl process is writing, got "
+          r".*out_busy, locked by pid \d+"),
+    Entry("E095", lambda c: ["train", "--workdir", str(c.tmp) + "/x\udcff", "--quiet"], CLI,
+          r"argument '--workdir': expected a path of UTF-8 characters .*got b'.*x\\xff'"),
+    Entry("E096", lambda c: ["predict", "--workdir", c.run, "--input", c.file("empty.csv", "")],
+          CLI, r"argument '--input': expected a file with at least one row of features, got no "
+          r"rows in empty\.csv"),
+    Entry("E097", lambda c: ["predict", "--workdir", c.run, "--input", c.file(
+        "one_row.npy", lambda p: np.save(p, np.zeros(30, np.float32)))], CLI,
+          r"argument '--input': expected rows of features .*got a 1-D array of shape \(30,\)"),
+    Entry("E098", lambda c: ["predict", "--workdir", c.run, "--input", c.file(
+        "huge.npy", lambda p: np.save(p, np.full((2, 30), 1e38, np.float32)))], CLI,
+          r"argument '--input': expected values that the run's normalization keeps finite"),
+    Entry("E099", lambda c: ["predict", "--workdir", c.folder("some_run"), "--input",
+                             c.file("x3.csv", "1,2,3\n"), "--output", c.folder("out_dir.csv")],
+          CLI, r"argument '--output': expected a file path that can be written, got "
+          r".*out_dir\.csv', which is a directory"),
+    Entry("E100", lambda c: ["predict", "--workdir", c.folder("some_run"), "--input",
+                             c.file("x3.csv", "1,2,3\n"), "--output", c.tmp / "missing" / "p.csv"],
+          CLI, r"argument '--output': expected a file path that can be written, got "
+          r".*missing/p\.csv', whose folder .*missing' does not exist"),
+    Entry("E101", lambda c: ["data", "prepare", "--dataset", "iris", "--out",
+                             c.file("x3.csv", "1,2,3\n") + "/sub"], CLI,
+          r"argument '--out': expected a folder that can be created and written, got "
+          r".*\(Not a directory\)"),
+    Entry("E102", lambda c: ["train", "--workdir", c.tmp / "w_exits", "--config", _config_file(
+        c, "exits.py", "def get_config():\n    sys.exit(0)\n")], CLI,
+          r"argument '--config': expected a config file that returns its config without "
+          r"exiting, got a call to sys\.exit\(0\) \(.*exits\.py, line 7\)"),
+    Entry("E103", lambda c: ["train", "--config", c.folder("dir_config.py")], CLI,
+          r"argument '--config': expected a Python config file .*dir_config\.py', a directory"),
+    Entry("E104", lambda c: ["train", "--workdir", c.tmp / "w_typed", "--config", _config_file(
+        c, "typed.py", "def get_config():\n    return ml_collections.ConfigDict("
+        "{'checkpoint': {'keep': None}})\n")], CLI,
+          r"argument '--config': expected checkpoint\.keep as an int \(the default is 3\), got "
+          r"None \(NoneType\) in .*typed\.py"),
+    Entry("E105", lambda c: ["train", "--workdir", c.tmp / "w_nameless", "--config", _config_file(
+        c, "nameless.py", "def get_config():\n    return ml_collections.ConfigDict("
+        "{'model': {'features': (10, 1)}})\n")], CLI,
+          r"argument '--config': expected model as a group with a 'name'"),
+    # -- settings that would train nothing (E106-E159)
+    Entry("E106", lambda c: jdl.models.MLP(features=(16, 1), dropout_rate=1.5), InputError,
+          r"argument 'dropout_rate': expected a rate in \[0, 1\) .*, got 1\.5\. Fix: pass "
+          r"e\.g\. dropout_rate=0\.1, or 0 for no dropout"),
+    Entry("E107", lambda c: ["summary", "--config.model.features", "(10, 0, 1)"], CLI,
+          r"argument '--config\.model\.features': expected a sequence of layer widths, each "
+          r"an int >= 1 .*, got \(10, 0, 1\)"),
+    Entry("E108", lambda c: c.fit(shuffle="no"), InputError,
+          r"argument 'shuffle': expected True or False, got 'no'\. Fix: pass shuffle=True"),
+    Entry("E109", lambda c: c.fit(epochs=10**21), InputError,
+          r"argument 'epochs': expected at most 1,073,741,823 epochs \(2 steps each: the step "
+          r"counter is a 32-bit integer\), got 1,000,000,000,000,000,000,000"),
+    # -- research code (E110-E179)
+    Entry("E110", lambda c: jdl.Trainer(jdl.models.MLP(), loss=_per_example_sq,
+                                        metrics=["accuracy"]), InputError,
+          r"argument 'task': expected the task of the loss for metric 'accuracy' \(a callable "
+          r"loss has none\), got None\. Fix: pass Trainer\(\.\.\., loss=fn, task="),
+    Entry("E111", lambda c: c.fit_with(loss=lambda o, y: jnp.mean(_per_example_sq(o, y)),
+                                       task="regression"), InputError,
+          r"argument 'loss': expected one loss value per example, \[50\] or \[50, \.\.\.\] .*, "
+          r"got <lambda> returning shape \(\)\. Fix: return the per-example losses"),
+    Entry("E112", lambda c: jdl.Trainer(jdl.models.MLP(), loss=None, train_step=_own_step,
+                                        precision="bfloat16"), InputError,
+          r"argument 'precision': expected 'float32' with a custom train_step .*, got "
+          r"'bfloat16'\. Fix: drop precision=, or do it inside your step"),
+    Entry("E113", lambda c: _evaluate_without_loss(c), InputError,
+          r"argument 'loss': expected a loss to evaluate with \(validation, evaluate\), got "
+          r"None \(a custom train_step without one\)"),
+    Entry("E114", lambda c: ["train", "--workdir", c.folder("bad_model_path"),
+                             "--config.model.name=no_such_package_xyz:Net"], CLI,
+          r"argument '--config\.model\.name': expected an importable module, got "
+          r"'no_such_package_xyz:Net' .*PYTHONPATH"),
+    Entry("E115", lambda c: c.fit(callbacks=[_ReturnsDict()]), InputTypeError,
+          r"argument 'callbacks\[0\]\.on_epoch_end': expected None or a TrainState like the one "
+          r"passed in, got \{'a': 1\} \(dict\) from _ReturnsDict\.on_epoch_end"),
+    Entry("E116", lambda c: c.fit(callbacks=[_ExtraArgument()]), InputTypeError,
+          r"argument 'callbacks\[0\]\.on_epoch_end': expected a hook taking the kit's arguments "
+          r"\(epoch, logs, state\) or Keras' \(epoch, logs\)"),
+    Entry("E117", lambda c: c.fit(callbacks=[lambda epoch, logs: None]), InputTypeError,
+          r"argument 'callbacks\[0\]': expected a jdl\.Callback instance, got .*Fix: subclass "
+          r"jdl\.Callback, or wrap functions: jdl\.LambdaCallback"),
+    Entry("E118", lambda c: c.trainer.restore(c.folder("no_checkpoints")), InputError,
+          r"argument 'directory': expected a checkpoint under .*no_checkpoints, got none\. Fix: "
+          r"train first"),
 ]
 ENTRIES = {e.id: e for e in CATALOGUE}
 

@@ -3,7 +3,10 @@
 - :mod:`jaxdl.checkpoint.manager`: ``Checkpointer`` (Orbax, digests, fallback to the
   newest good checkpoint) and ``Checkpointing`` (a fit's cadence);
 - :mod:`jaxdl.checkpoint.integrity`: what a checkpoint should hold, and checksums;
-- :mod:`jaxdl.checkpoint.resume`: what a fit saves and restores to go on exactly.
+- :mod:`jaxdl.checkpoint.resume`: what a fit saves and restores to go on exactly;
+- :mod:`jaxdl.checkpoint.disk`, ``digests``, ``schema``, ``cadence``, ``failures``: the
+  checks before a step is trusted, the digest files, the meta's schema, when to save, and
+  what a failed save leaves.
 
 Names are resolved lazily: the manager imports Orbax (about a second), which a fit
 without checkpoints never needs.
@@ -16,6 +19,7 @@ from jaxdl import _lazy
 _EXPORTS = {
     "Checkpointer": "jaxdl.checkpoint.manager",
     "Checkpointing": "jaxdl.checkpoint.manager",
+    "check_inside": "jaxdl.checkpoint.disk",
     "storable": "jaxdl.checkpoint.manager",
     "unstorable": "jaxdl.checkpoint.manager",
     "checksums": "jaxdl.checkpoint.integrity",

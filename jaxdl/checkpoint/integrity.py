@@ -1,13 +1,17 @@
-"""What a checkpoint should hold: each leaf's path, shape, dtype and a checksum of its bytes.
+"""What a checkpoint should hold: each leaf's path, shape, dtype and a checksum of its bytes,
+and a checksum of its JSON meta.
 
-The checksums are computed on device, so that a save does not wait for them and a
+The array checksums are computed on device, so that a save does not wait for them and a
 restore verifies the bytes it just placed without copying them to the host first.
 The structure is host-side (shapes and dtypes only): a restore compares it with the
-target before anything is allocated.
+target before anything is allocated. The meta's checksum is a SHA-256 of its canonical
+JSON (:func:`meta_checksum`), the same before Orbax writes it and after it reads it back.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 import jax
@@ -107,6 +111,30 @@ def digest(tree: Any) -> dict[str, dict[str, Any]]:
     """
     sums = fetch_checksums(checksums(tree))
     return {path: {**entry, "checksum": sums[path]} for path, entry in structure(tree).items()}
+
+
+def meta_checksum(meta: Any) -> str:
+    """SHA-256 (hex) of ``meta``'s canonical JSON: keys sorted, no spaces.
+
+    Orbax writes ``json.dumps(meta)`` and reads it back with ``json.loads``; the round trip
+    here makes the checksum of what is saved equal that of what is restored (tuples become
+    lists, int keys strings, NaN stays NaN).
+
+    Args:
+      meta: a JSON-serializable tree (what ``Checkpointer.save`` is given, or restores).
+
+    Returns:
+      64 hex digits.
+    """
+    canonical = json.dumps(json.loads(json.dumps(meta)), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class Damaged(ValueError):
+    """A checkpoint that fails a check (its bytes, its digest, its meta): never to be used.
+
+    The message says what failed, e.g. "its meta does not match its digest".
+    """
 
 
 def _pairs(entries: dict[str, dict[str, Any]]) -> dict[str, tuple[list[int], str]]:

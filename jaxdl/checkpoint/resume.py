@@ -46,6 +46,11 @@ def _best_of(value: float | list[float], mode: str) -> float:
     return min(finite) if mode == "min" else max(finite)
 
 
+# What restore() reads from a fit's meta: a checkpoint without one of them is unusable (the
+# schema checks their types and ranges, jaxdl.checkpoint.schema).
+_REQUIRED = ("position", "origin_epoch", "finished", "history", "callbacks")
+
+
 class FitCheckpoints:
     """Saves and restores one fit's checkpoints (state, statistics, callbacks, position)."""
 
@@ -89,7 +94,7 @@ class FitCheckpoints:
         extra = self._callback_tree(lambda cb: cb.checkpoint_template(state))
         if extra:
             target["callbacks"] = extra
-        found = self.checkpointer.restore(target)
+        found = self.checkpointer.restore(target, required=_REQUIRED)
         if found is None:
             return state, acc, None
         tree, meta, step = found

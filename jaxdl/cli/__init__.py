@@ -20,10 +20,11 @@ from __future__ import annotations
 import sys
 import traceback
 from collections.abc import Sequence
+from typing import Any
 
-from jaxdl.cli import compilation_cache
+from jaxdl.cli import compilation_cache, quiet
 from jaxdl.cli.parser import build_parser, parse_args, split_overrides
-from jaxdl.errors import JaxdlError
+from jaxdl.errors import CheckpointError, JaxdlError
 
 __all__ = ["build_parser", "main", "parse_args", "split_overrides"]
 
@@ -51,23 +52,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         reported in one paragraph without a traceback); 1 any other exception (an internal
         error, reported with its traceback); 130 on Ctrl-C.
     """
-    args = None
     try:
         args = parse_args(argv)
+    except SystemExit as exc:  # argparse: --help, usage errors
+        return _exit_code(exc)
+    debug = getattr(args, "debug", False)
+    program = argv is None  # the `jaxdl` process itself, not a call from Python
+    with quiet.library_noise_kept_off(debug, restore=not program):
+        return _run(args, debug, program)
+
+
+def _run(args: Any, debug: bool, program: bool) -> int:
+    """:func:`main` once the command line is parsed."""
+    try:
         run = args.prepare(args)  # input errors surface here, before JAX is imported
         if args.uses_cache:
             compilation_cache.enable_compilation_cache()  # before the command's first compile
         return run()
-    except SystemExit as exc:  # argparse: --help, usage errors
+    except SystemExit as exc:
         return _exit_code(exc)
     except KeyboardInterrupt:
         print("jaxdl: interrupted", file=sys.stderr)
         return 130
     except (JaxdlError, FileNotFoundError) as exc:
-        if getattr(args, "debug", False):
+        if debug:
             traceback.print_exc()
         _report(exc)
-        return getattr(exc, "exit_code", 2)  # a preempted run: 128 + signal
+        code = getattr(exc, "exit_code", 2)  # a preempted run: 128 + signal
+        if program and not debug and isinstance(exc, CheckpointError):
+            quiet.exit_before_noise(code)
+        return code
     except Exception:
         traceback.print_exc()
         print(

@@ -57,6 +57,9 @@ def _checkpoints(workdir: Path) -> Iterator[Path]:
     copy, so that nothing it is committing or deleting is ever renamed by a reader (and a
     step it deletes meanwhile is still whole here).
     """
+    from jaxdl import checkpoint
+
+    checkpoint.check_inside(workdir / "checkpoints", workdir)
     with lock.shared(workdir) as writer:
         if writer is None:
             yield workdir / "checkpoints"
@@ -122,7 +125,7 @@ def restore_from_workdir(workdir: str | Path):
         if meta and meta.get("num_examples") and meta.get("batch_size"):
             steps_per_epoch = arrays.steps_per_epoch(meta["num_examples"], meta["batch_size"])
         trainer = build.trainer(config, steps_per_epoch=steps_per_epoch)
-        shape = meta["num_features"] if meta else [1]
+        shape = meta.get("num_features", [1]) if meta else [1]
         dtype = meta.get("input_dtype", "float32") if meta else "float32"
         abstract = trainer.abstract_state(
             np.zeros((1, *shape), dtype), population=members and members["size"],

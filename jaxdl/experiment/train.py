@@ -138,7 +138,7 @@ def _checkpointer(config: ml_collections.ConfigDict, workdir: Path, validated: b
         return checkpoint.Checkpointer(
             workdir / "checkpoints", keep=ckpt.keep,
             best_metric=(ckpt.best_metric or None) if validated else None,
-            async_save=ckpt.async_save)
+            async_save=ckpt.async_save, root=workdir)
 
 
 def _finished(workdir: Path) -> dict[str, Any] | None:
@@ -208,19 +208,20 @@ def _train(config: ml_collections.ConfigDict, given: ml_collections.ConfigDict,
             "num_features": list(sample_x.shape[1:]), "input_dtype": str(sample_x.dtype),
             "scaler": data.scaler.to_dict() if data.scaler is not None else None}
     checkpointer = _checkpointer(config, workdir, validation is not None)
-    if jax.process_index() == 0:
-        workdir_lib.save_config(workdir, given)
     seed = config.seed if members is None else members["data_seed"]
     with checkpointer, preemption_signals() as stop_requested, contextlib.ExitStack() as stack:
         if recorders.tensorboard is not None:  # a preempted or stopped fit skips on_train_end
             stack.callback(recorders.tensorboard.close)
+        with config_errors(config, "checkpoint"):
+            checkpointing = checkpoint.Checkpointing(
+                checkpointer, every_epochs=config.checkpoint.every_epochs,
+                every_steps=config.checkpoint.every_steps, meta=meta,
+                stop_requested=stop_requested)
+        if jax.process_index() == 0:  # every part is built: the run is bound to its config
+            workdir_lib.save_config(workdir, given)
         if resuming and checkpointer.steps and not quiet:
             print(f"resuming from {workdir / 'checkpoints'} (steps {checkpointer.steps})",
                   file=sys.stderr)
-        checkpointing = checkpoint.Checkpointing(
-            checkpointer, every_epochs=config.checkpoint.every_epochs,
-            every_steps=config.checkpoint.every_steps, meta=meta,
-            stop_requested=stop_requested)
         with config_errors(config):
             fitted = trainer.fit(
                 state, data.x_train, data.y_train, epochs=config.epochs,

@@ -138,7 +138,7 @@ def finished_results(workdir: Path) -> tuple[dict[str, Any], dict[str, Any]] | N
 
     if not checkpoint_steps(workdir):
         return None
-    with checkpoint.Checkpointer(workdir / "checkpoints", keep=1000) as ckpt:
+    with checkpoint.Checkpointer(workdir / "checkpoints", keep=1000, root=workdir) as ckpt:
         meta = newest_meta(ckpt)
     records = _records(workdir / "metrics.jsonl")
     if not meta or not meta.get("finished") or not records:
