@@ -117,3 +117,56 @@ def test_folders_that_are_not_runs(tmp_path):
     with pytest.raises(ValueError, match="'--output'"):
         plot.plot_runs([empty], tmp_path / "x.jpeg")
     assert not (tmp_path / "x.png").exists()
+
+
+def test_a_diverged_member_neither_stretches_the_band_nor_the_axes(tmp_path):
+    # Members 0 and 1 train; member 2's loss explodes from the first epoch but stays finite
+    # (Adam at a learning rate of 1e3); member 3 trains, then goes NaN at epoch 3.
+    healthy = {0: [0.69, 0.2, 0.05, 0.03], 1: [0.6, 0.3, 0.1, 0.02], 3: [0.65, 0.25, "nan", "nan"]}
+    losses = {**healthy, 2: [1.3e10, 1.1e9, 3.8e8, 37.0]}
+    accuracy = {0: 0.9, 1: 0.8, 2: 0.0, 3: 0.85}
+    records = [{"step": e, "epoch": e, "split": s, "member": m, "loss": loss[e - 1],
+                "accuracy": accuracy[m] if loss[e - 1] != "nan" else "nan"}
+               for m, loss in sorted(losses.items()) for e in (1, 2, 3, 4)
+               for s in ("train", "val")]
+    pop = _workdir(tmp_path, "pop", records)
+    run = plot.read_run(pop)
+    assert plot.bands.diverged(run) == {2: 1, 3: 3}
+    assert plot.best_member(run) == 1
+
+    loss_ax, acc_ax = plot.figure_runs([pop]).axes
+    kept = [v for m, c in healthy.items() for v in c if v != "nan"]
+    bands = [c for c in loss_ax.collections if isinstance(c, PolyCollection)]
+    assert [b.get_label() for b in bands] == ["pop train (members 4, 2 diverged)",
+                                              "pop val (members 4, 2 diverged)"]
+    ys = bands[1].get_paths()[0].vertices[:, 1]
+    np.testing.assert_allclose([ys.min(), ys.max()], [min(kept), max(kept)])
+    assert loss_ax.get_yscale() == "log"  # 0.02 .. 0.69: a factor of 34
+    low, high = loss_ax.get_ylim()
+    assert min(kept) / 2 < low < min(kept) and max(kept) < high < 2 * max(kept)
+    low, high = acc_ax.get_ylim()
+    assert acc_ax.get_yscale() == "linear" and 0.7 < low < 0.8 and 0.9 < high < 1.0
+
+    marks = {line.get_label(): line for line in loss_ax.get_lines()
+             if "diverged" in line.get_label() and not line.get_label().startswith("_")}
+    assert sorted(marks) == ["pop member 2 diverged (epoch 1)",
+                             "pop member 3 diverged (epoch 3)"]
+    for line, epoch in zip(marks.values(), (1, 3), strict=True):
+        assert list(line.get_xdata()) == [epoch] and list(line.get_ydata()) == [1.0]
+        assert line.get_transform() == loss_ax.get_xaxis_transform()  # on the top edge
+    dotted = [line for line in loss_ax.get_lines() if line.get_label() == "_diverged"]
+    assert len(dotted) == 4 and all(line.get_linestyle() == ":" for line in dotted)
+    legend = [t.get_text() for t in loss_ax.get_legend().get_texts()]
+    assert "pop member 2 diverged (epoch 1)" in legend and "_diverged" not in legend
+
+
+def test_a_member_slightly_worse_than_the_others_is_not_diverged(tmp_path):
+    records = [{"step": 1, "epoch": 1, "split": "train", "member": m, "loss": loss}
+               for m, loss in enumerate([0.1, 0.12, 5.0])]  # 5.0: 42x the others' median
+    run = plot.read_run(_workdir(tmp_path, "p", records))
+    assert plot.bands.diverged(run) == {}
+    ax, = plot.figure_runs(tmp_path / "p").axes
+    assert ax.get_ylim()[1] > 5.0
+    pair = [{"step": 1, "epoch": 1, "split": "val", "member": m, "loss": loss}
+            for m, loss in enumerate([0.3, 1e6])]  # of two, the lower is the reference
+    assert plot.bands.diverged(plot.read_run(_workdir(tmp_path, "pair", pair))) == {1: 1}

@@ -79,7 +79,7 @@ def get_config() -> ml_collections.ConfigDict:
     # mesh.population splits the members over devices.
     c.population = ml_collections.ConfigDict(dict(size=0, hparams={}, seeds=(),
                                                   data_order="shared"))
-    c.writers = ("jsonl",)  # add "tensorboard" (WORKDIR/tensorboard/) and/or "csv" (metrics.csv)
+    c.writers = ("jsonl", "tensorboard")  # WORKDIR/tensorboard/; add "csv" for metrics.csv
     c.plot = False  # write WORKDIR/curves.png at the end
     c.peak_flops = 0.0  # device peak FLOP/s for MFU when the device is not a known accelerator
     return c

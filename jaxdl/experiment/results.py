@@ -56,6 +56,42 @@ def _perf_record(config: ml_collections.ConfigDict, trainer: Any, state: Any, fi
     return record
 
 
+# The settings a single run's hparams dashboard shows (those the config has), as dotted keys.
+HPARAMS = ("model.name", "model.features", "model.activation", "model.dropout_rate", "loss",
+           "optimizer.name", "optimizer.learning_rate", "optimizer.schedule",
+           "optimizer.weight_decay", "batch_size", "epochs", "seed", "data.name", "precision")
+
+
+def run_hparams(config: ml_collections.ConfigDict, state: Any
+                ) -> dict[str, Any] | list[dict[str, Any]]:
+    """What TensorBoard's hparams dashboard compares: a single run's main settings
+    (:data:`HPARAMS`), or per population member its swept values and its seed."""
+    from jaxdl import population
+    from jaxdl.experiment import build
+    from jaxdl.experiment.config import flatten
+
+    if not config.population.size:
+        flat = flatten(config)
+        return {key: flat[key] for key in HPARAMS if key in flat}
+    swept = population.hparams(state)
+    seeds = build.population(config)["seeds"]
+    return [{**{k: float(v[i]) for k, v in swept.items()}, "seed": seed}
+            for i, seed in enumerate(seeds)]
+
+
+def _tensorboard(config: ml_collections.ConfigDict, tensorboard: Any, state: Any, step: int,
+                 record: dict[str, Any], tests: list[tuple[int | None, dict[str, float]]]
+                 ) -> None:
+    """The test metrics (each member's), the perf figures and the hparams sessions, whose
+    metrics are those test metrics."""
+    for member, values in tests:
+        tensorboard.write({"step": step, "split": "test", **values,
+                           **({} if member is None else {"member": member})})
+    tensorboard.write({"step": step, "split": "perf", **record})  # non-numbers are skipped
+    tensorboard.write_hparams(run_hparams(config, state), list(tests[0][1]), step)
+    tensorboard.close()
+
+
 def report_results(config: ml_collections.ConfigDict, workdir: Path, trainer: Any,
                    fitted: Any, data: Any, recorders: Any, cache: Any, seed: Any,
                    validated: bool, quiet: bool) -> dict[str, Any]:
@@ -80,12 +116,7 @@ def report_results(config: ml_collections.ConfigDict, workdir: Path, trainer: An
         jsonl.write({"step": step, "epoch": epochs_run, "split": "test", **results})
         tests = [(None, results)]
     if tensorboard is not None:
-        for member, values in tests:
-            tensorboard.write({"step": step, "split": "test", **values,
-                               **({} if member is None else {"member": member})})
-        tensorboard.write({"step": step, **{f"perf/{k}": v for k, v in record.items()
-                                            if isinstance(v, int | float)}})
-        tensorboard.close()
+        _tensorboard(config, tensorboard, state, step, record, tests)
     if config.plot and jax.process_index() == 0:
         from jaxdl.writers import plot
 

@@ -6,7 +6,10 @@ not curves and are left out. A population run (lines with a ``member`` field)
 is drawn as a band from the lowest to the highest member per epoch, with the
 best member's curve on top: the member the run's ``"best"`` line names (see
 :func:`jaxdl.population.best`), else the lowest final ``val_loss``, or highest
-final validation accuracy-like metric when there is no loss. A sweep's test
+final validation accuracy-like metric when there is no loss. A member that
+diverged is left out of the band and the y limits from that epoch on, drawn
+dotted and marked on the top edge (:mod:`jaxdl.writers.bands`). A loss that
+spans more than a factor of 20 gets a log scale. A sweep's test
 metrics against its hyper-parameter: :func:`plot_sweep` (``jaxdl plot`` writes
 ``<output>_sweep.png`` too when a run is a sweep).
 
@@ -29,14 +32,22 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from jaxdl import errors
+from jaxdl.writers import bands
+from jaxdl.writers.bands import best_member, curve
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+
+__all__ = ["RunLog", "best_member", "figure_runs", "main_plot", "plot_runs", "plot_sweep",
+           "read_run"]
 
 _SPLITS = ("train", "val")
 _RECORD_KEYS = ("step", "epoch", "split", "member")
 _FORMATS = (".png", ".svg", ".pdf")
 _DPI = 120
+# A loss subplot whose values span more than this factor is drawn on a log scale (as the
+# sweep plot's axis for a hyper-parameter).
+_LOG_SPAN = 20.0
 
 # (split, member or None) -> metric -> epoch -> value
 Series = dict[tuple[str, int | None], dict[str, dict[int, float]]]
@@ -143,55 +154,6 @@ def read_run(workdir: str | Path) -> RunLog:
     return run
 
 
-def _final(curve: dict[int, float] | None) -> float:
-    """The value at the last epoch; NaN when missing or non-finite (never the best)."""
-    if not curve:
-        return math.nan
-    value = curve[max(curve)]
-    return value if math.isfinite(value) else math.nan
-
-
-def best_member(run: RunLog) -> int | None:
-    """The member with the lowest final ``val_loss``; without val loss, the highest final
-    val accuracy-like metric; without validation, the lowest final training loss."""
-    members = run.members
-    if not members:
-        return None
-    if run.best is not None:
-        return run.best
-    from jaxdl import metrics  # only here: drawing needs no jax otherwise
-    for split in ("val", "train"):
-        logged = dict.fromkeys(k for m in members for k in run.series.get((split, m), {}))
-        candidates = [k for k in logged if k == "loss"] + [
-            k for k in logged if metrics.mode(k) == "max"]
-        for metric in candidates:
-            finals = np.array([_final(run.series.get((split, m), {}).get(metric))
-                               for m in members])
-            if np.isnan(finals).all():
-                continue  # every member diverged on this one: ask the next metric
-            sign = 1.0 if metric == "loss" else -1.0  # accuracy-like: higher is better
-            return members[int(np.nanargmin(sign * finals))]
-    return members[0]
-
-
-def _curve(values: dict[int, float]) -> tuple[np.ndarray, np.ndarray]:
-    epochs = np.array(sorted(values))
-    ys = np.array([values[e] for e in epochs], dtype=np.float64)
-    return epochs, np.where(np.isfinite(ys), ys, np.nan)  # inf would wreck the y-range
-
-
-def _band(run: RunLog, split: str, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Epochs and the per-epoch min/max over the members with a finite value there."""
-    curves = [run.series.get((split, m), {}).get(metric, {}) for m in run.members]
-    epochs = np.array(sorted({e for c in curves for e in c}))
-    grid = np.array([[c.get(e, math.nan) for e in epochs] for c in curves], dtype=np.float64)
-    finite = np.isfinite(grid)
-    lo = np.where(finite, grid, np.inf).min(axis=0)
-    hi = np.where(finite, grid, -np.inf).max(axis=0)
-    some = finite.any(axis=0)
-    return epochs, np.where(some, lo, np.nan), np.where(some, hi, np.nan)
-
-
 def _unique_names(runs: list[RunLog], paths: list[Path]) -> None:
     """Two runs called ``seed0`` in different folders get their full paths as names."""
     names = [r.name for r in runs]
@@ -217,6 +179,25 @@ def _metrics(runs: list[RunLog], metrics: Sequence[str] | None) -> list[str]:
     return list(metrics)
 
 
+def _scale(ax: Any, metric: str, shown: list[np.ndarray]) -> None:
+    """Y limits from the values that count (a diverged member's are drawn, not counted:
+    matplotlib's own limits would take in every line), with its 5% margins; a log scale
+    for a positive loss over more than :data:`_LOG_SPAN`, so that the last epochs' small
+    differences stay visible next to the first epochs' values."""
+    values = np.concatenate([np.ravel(v) for v in shown]) if shown else np.array([])
+    values = values[np.isfinite(values)]
+    if not values.size:
+        return  # nothing finite to show: matplotlib's defaults
+    lo, hi = float(values.min()), float(values.max())
+    log = metric == "loss" and lo > 0 and hi / lo > _LOG_SPAN
+    if log:
+        ax.set_yscale("log")
+        lo, hi = math.log10(lo), math.log10(hi)
+    pad = 0.05 * (hi - lo) or 0.05 * abs(hi) or 0.05
+    lo, hi = lo - pad, hi + pad
+    ax.set_ylim(*((10 ** lo, 10 ** hi) if log else (lo, hi)))
+
+
 def figure_runs(workdirs: Sequence[str | Path] | str | Path,
                 metrics: Sequence[str] | None = None) -> Figure:
     """Draws the curves of ``workdirs`` into a new figure (nothing is saved or shown).
@@ -229,7 +210,8 @@ def figure_runs(workdirs: Sequence[str | Path] | str | Path,
     Returns:
       A ``matplotlib.figure.Figure`` with one axes per metric; each run adds a
       ``"<run> train"`` (solid) and a ``"<run> val"`` (dashed) line, or for a
-      population a band per split and the best member's lines.
+      population a band per split, the best member's lines and a marker per
+      diverged member.
 
     Raises:
       InputError: naming ``WORKDIR`` or ``metrics``.
@@ -259,26 +241,18 @@ def figure_runs(workdirs: Sequence[str | Path] | str | Path,
         fig.delaxes(ax)  # the unused cells of the last row
     styles = {"train": "-", "val": "--"}
     for ax, metric in zip(axes, names, strict=False):
+        shown: list[np.ndarray] = []
         for i, run in enumerate(runs):
             color = f"C{i % 10}"
-            best = best_member(run)
             for split in _SPLITS:
                 single = run.series.get((split, None), {}).get(metric)
                 if single:
-                    ax.plot(*_curve(single), styles[split], color=color,
+                    ax.plot(*curve(single), styles[split], color=color,
                             label=f"{run.name} {split}")
-                if best is None:
-                    continue
-                epochs, lo, hi = _band(run, split, metric)
-                if not len(epochs):
-                    continue
-                ax.fill_between(epochs, lo, hi, color=color, alpha=0.2 if split == "train"
-                                else 0.1, linestyle=styles[split], linewidth=0.6,
-                                label=f"{run.name} {split} (members {len(run.members)})")
-                top = run.series.get((split, best), {}).get(metric)
-                if top:
-                    ax.plot(*_curve(top), styles[split], color=color, linewidth=2.2,
-                            label=f"{run.name} {split} (best: member {best})")
+                    shown.append(curve(single)[1])
+            if run.members:
+                shown += bands.draw(ax, run, metric, color, styles)
+        _scale(ax, metric, shown)
         ax.set_title(metric)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
