@@ -28,6 +28,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import jaxdl as jdl
@@ -206,6 +207,30 @@ def _own_step(state: jdl.TrainState, batch: dict[str, jax.Array]) -> Any:
 def _evaluate_without_loss(c: Ctx) -> Any:
     trainer = jdl.Trainer(jdl.models.MLP(features=(16, 1)), loss=None, train_step=_own_step)
     return trainer.evaluate(c.state, c.x, c.y)
+
+
+class _HookAndAlias(jdl.Callback):
+    def on_train_batch_end(self, step, logs, state):
+        return state
+
+    def on_batch_end(self, batch, logs=None):
+        pass
+
+
+class _TestHook(jdl.Callback):
+    def on_test_end(self, logs=None):
+        pass
+
+
+class _ShrinksParams(jdl.Callback):
+    def on_epoch_end(self, epoch, logs, state):
+        return state.replace(params=jax.tree.map(lambda a: a[:1], state.params))
+
+
+def _tensorboard(c):
+    from jaxdl.writers.tensorboard import TensorBoardWriter
+
+    return TensorBoardWriter(c.folder("tensorboard"))
 
 
 class _ReturnsDict(jdl.Callback):
@@ -643,6 +668,41 @@ CATALOGUE: list[Entry] = [
     Entry("E118", lambda c: c.trainer.restore(c.folder("no_checkpoints")), InputError,
           r"argument 'directory': expected a checkpoint under .*no_checkpoints, got none\. Fix: "
           r"train first"),
+    # -- callbacks, optimizer options and writers (E119-E127)
+    Entry("E119", lambda c: jdl.LambdaCallback(on_epoch_end=3), InputTypeError,
+          r"argument 'on_epoch_end': expected a function fn\(epoch, logs\) or None, got 3 "
+          r"\(int\)\. Fix: pass e\.g\. on_epoch_end=lambda epoch, logs:"),
+    Entry("E120", lambda c: c.fit(callbacks=[_HookAndAlias()]), InputTypeError,
+          r"argument 'callbacks\[0\]\.on_train_batch_end': expected one of on_train_batch_end "
+          r"and its Keras alias on_batch_end, got _HookAndAlias defining both\. Fix: define "
+          r"only on_train_batch_end"),
+    Entry("E121", lambda c: c.fit(callbacks=[_TestHook()]), InputTypeError,
+          r"argument 'callbacks\[0\]\.on_test_end': expected hooks fit calls \(on_train_begin, "
+          r".*\), got _TestHook defining on_test_end\. Fix: fit evaluates the validation set "
+          r"fused on device"),
+    Entry("E122", lambda c: c.fit(callbacks=[_ShrinksParams()]), InputError,
+          r"argument 'callbacks\[0\]\.on_epoch_end': expected None or a TrainState like the one "
+          r"passed in, got a TrainState from _ShrinksParams\.on_epoch_end whose leaf "
+          r"\.params\['dense_0'\]\['bias'\] is \(1,\) float32 where the state passed in has "
+          r"\(\d+,\) float32"),
+    Entry("E123", lambda c: optim.make_optimizer("adam", 1e-3, betta1=0.9), InputError,
+          r"argument 'optimizer options': expected options that optax\.adam takes \['b1', "
+          r"'b2', .*\], got \['betta1'\]\. Fix: drop betta1 or use one of those"),
+    Entry("E124", lambda c: optim.lr_scale(optax.adam(1e-3).init({"w": jnp.zeros(2)})),
+          InputError,
+          r"argument 'opt_state': expected an optimizer state with the kit's learning-rate "
+          r"multiplier \(jaxdl\.optim\.with_lr_scale\), got a state without it\. Fix: build "
+          r"the optimizer with jdl\.optim\.with_lr_scale\(tx\)"),
+    Entry("E125", lambda c: _tensorboard(c).write({"loss": 0.2}), InputError,
+          r"argument 'record': expected a dict with an integer 'step', got \{'loss': 0\.2\} "
+          r"\(dict\)\. Fix: add the optimizer step"),
+    Entry("E126", lambda c: _tensorboard(c).write({"step": 1, "split": "dev", "loss": 0.2}),
+          InputError,
+          r"argument 'record': expected a 'split' among \['train', 'val', 'perf', 'test'\] or "
+          r"none, got 'dev'\. Fix: write \{'step': \.\.\., 'split': 'test'"),
+    Entry("E127", lambda c: _tensorboard(c).write_hparams(0.1, metrics=["loss"]), InputError,
+          r"argument 'hparams': expected a mapping name -> value, or one such mapping per "
+          r"member, got 0\.1 \(float\)\. Fix: pass e\.g\. \{'learning_rate': 1e-3"),
 ]
 ENTRIES = {e.id: e for e in CATALOGUE}
 
