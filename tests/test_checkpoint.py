@@ -278,3 +278,20 @@ def test_a_run_checkpointed_on_eight_devices_resumes_on_one(blobs, tmp_path):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
                  jax.device_get(resumed.params), jax.device_get(whole.params))
     np.testing.assert_allclose(history["loss"], whole_history["loss"], rtol=1e-5)
+
+
+def test_verify_none_trusts_the_bytes_and_full_sets_a_flipped_one_aside(tmp_path):
+    _save_steps(tmp_path)
+    victim = _largest_file(tmp_path / "3" / "state")
+    data = bytearray(open(victim, "rb").read())
+    data[len(data) // 2] ^= 0x01
+    open(victim, "wb").write(bytes(data))
+    with Checkpointer(tmp_path, verify="none") as ckpt:
+        tree, _, step = ckpt.restore(jax.eval_shape(_tree))
+    # Not verified: step 3 comes back, one word off (what "full" exists to catch).
+    assert step == 3 and not np.array_equal(tree["w"], _tree(3)["w"])
+    with Checkpointer(tmp_path) as ckpt, pytest.warns(UserWarning, match="checksum mismatch"):
+        assert ckpt.restore(jax.eval_shape(_tree))[2] == 2
+    with pytest.raises(errors.InputError, match=r"argument 'verify': expected one of "
+                                                r"\['full', 'none'\], got 'fast'"):
+        Checkpointer(tmp_path, verify="fast")

@@ -45,12 +45,43 @@ def _positions(shape: tuple[int, ...]) -> jax.Array:
     return position
 
 
+def _weighted_by_elements(words: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(sum of words, sum of position * word), elementwise: fast on accelerators."""
+    total = jnp.sum(words, dtype=jnp.uint32)
+    return total, jnp.sum(words * _positions(words.shape), dtype=jnp.uint32)
+
+
+def _weighted_by_dots(words: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The same two sums through integer dot products (XLA's CPU backend runs those
+    vectorized, an elementwise product before a reduction it does not: 2x faster there).
+
+    With the flat position ``i = p * C + c`` (``p`` the row-major position over all axes
+    but the last, ``C`` its length), ``sum(i * w) = C * sum_p p * rowsum_p + sum_c c *
+    colsum_c``; uint32 arithmetic wraps mod 2^32 in both, so the sums are equal bit for bit.
+    """
+    if words.ndim == 0:
+        words = words[None]
+    columns = jax.lax.iota(jnp.uint32, words.shape[-1])
+    if words.ndim == 1:
+        return (jnp.sum(words, dtype=jnp.uint32),
+                jnp.dot(words, columns, preferred_element_type=jnp.uint32))
+    prefix = words.shape[:-1]
+    axes = "abcdefghijklmnopqrstuvwxy"[:len(prefix)]
+    by_column = jnp.sum(words, axis=tuple(range(len(prefix))), dtype=jnp.uint32)
+    by_row = jnp.einsum(f"{axes}z,{axes}->z", words, _positions(prefix),
+                        preferred_element_type=jnp.uint32)
+    row_length = jnp.uint32(words.shape[-1] & 0xFFFFFFFF)
+    return (jnp.sum(by_column, dtype=jnp.uint32),
+            row_length * jnp.sum(by_row, dtype=jnp.uint32)
+            + jnp.dot(by_column, columns, preferred_element_type=jnp.uint32))
+
+
 @jax.jit
 def checksums(tree: Any) -> Any:
     """Per leaf, uint32 [2]: the sum of its 32-bit words and their position-weighted sum.
 
-    Any single flipped bit changes the weighted sum (odd weights mod 2^32), and
-    lost or reordered words change one of the two.
+    Any single flipped bit changes the weighted sum (odd weights ``2 * position + 1`` mod
+    2^32), and lost or reordered words change one of the two.
 
     Args:
       tree: a pytree of arrays (any dtype, PRNG keys included, any sharding).
@@ -59,12 +90,11 @@ def checksums(tree: Any) -> Any:
       The same tree with a uint32 [2] array per leaf, still on device: hand it to
       :func:`fetch_checksums` when the numbers are needed.
     """
+    weighted = _weighted_by_dots if jax.default_backend() == "cpu" else _weighted_by_elements
 
     def one(leaf):
-        words = _words(leaf)
-        weights = 2 * _positions(words.shape) + 1
-        return jnp.stack([jnp.sum(words, dtype=jnp.uint32),
-                          jnp.sum(words * weights, dtype=jnp.uint32)])
+        total, by_position = weighted(_words(leaf))
+        return jnp.stack([total, total + jnp.uint32(2) * by_position])
 
     return jax.tree.map(one, tree)
 

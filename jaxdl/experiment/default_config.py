@@ -58,10 +58,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.grad_accum_steps = 1  # k > 1: k micro-batches of batch_size / k per update (less memory)
     c.log_norms = False  # also log gradient/update/parameter norms and the learning rate
     # Checkpoints under WORKDIR/checkpoints: every N epochs and/or steps, at the end and on
-    # SIGTERM/SIGINT; a restarted run resumes from the newest good one.
+    # SIGTERM/SIGINT; a restarted run resumes from the newest good one. verify: "full"
+    # checks every array's checksum at restore, "none" only the meta and structure.
     c.checkpoint = ml_collections.ConfigDict(dict(
         every_epochs=10, every_steps=0, keep=3, best_metric="val_loss", resume=True,
-        async_save=True))
+        async_save=True, verify="full"))
     c.profile = ml_collections.ConfigDict(dict(steps=""))  # "START:END": trace to WORKDIR/profile
     # Devices: sizes of the (population, data, fsdp, tensor) mesh axes; -1 = all remaining.
     # All 1: one device. Parameters are placed by sharding.rules ((regex, spec) pairs),

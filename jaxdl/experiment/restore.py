@@ -115,7 +115,8 @@ def restore_from_workdir(workdir: str | Path):
     config = saved_config(workdir)
     _check_model_source(config, workdir)
     members = build.population(config)
-    with _checkpoints(workdir) as folder, checkpoint.Checkpointer(folder, keep=1000) as ckpt:
+    with _checkpoints(workdir) as folder, checkpoint.Checkpointer(
+            folder, keep=1000, verify=config.checkpoint.verify) as ckpt:
         meta = newest_meta(ckpt)
         if meta is None and not ckpt.steps:
             raise errors.input_error("--workdir", f"a checkpoint under {workdir / 'checkpoints'}",

@@ -138,7 +138,7 @@ def _checkpointer(config: ml_collections.ConfigDict, workdir: Path, validated: b
         return checkpoint.Checkpointer(
             workdir / "checkpoints", keep=ckpt.keep,
             best_metric=(ckpt.best_metric or None) if validated else None,
-            async_save=ckpt.async_save, root=workdir)
+            async_save=ckpt.async_save, root=workdir, verify=ckpt.verify)
 
 
 def _finished(workdir: Path) -> dict[str, Any] | None:
