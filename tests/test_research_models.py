@@ -239,3 +239,44 @@ def test_log_norms_reads_a_population_s_injected_rates():
     members = trainer.init(0, X[:1], population=2, hparams={"learning_rate": [0.01, 0.2]})
     _, history = trainer.fit(members, X, Y, epochs=2, batch_size=32, verbose=0, log_norms=True)
     np.testing.assert_allclose(history["learning_rate"], [[0.01, 0.2]] * 2, rtol=1e-6)
+
+
+def test_a_vae_trained_by_its_own_step_reports_its_terms_and_matches_a_hand_written_loop():
+    """A researcher's VAE step: the reparameterization key from fold_in(rng, step), the
+    reconstruction and KL terms reported apart as exact (total, count) statistics."""
+    model, tx = VAE(), optax.adam(1e-2)
+    apply = jdl.step.make_apply(model)
+
+    def terms(params, state, x):
+        key = jax.random.split(jax.random.fold_in(state.rng, state.step))[1]
+        (recon, mean, logvar), _ = apply(params, {}, x, True, key)
+        kl = -0.5 * jnp.sum(1 + logvar - mean ** 2 - jnp.exp(logvar), axis=-1)
+        return jnp.sum((recon - x) ** 2, axis=-1), kl
+
+    def train_step(state, batch):
+        mask = batch["mask"]
+
+        def objective(params):
+            recon, kl = terms(params, state, batch["x"])
+            return jnp.sum((recon + kl) * mask) / jnp.sum(mask), (recon, kl)
+
+        (_, (recon, kl)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        new = state.replace(step=state.step + 1, opt_state=opt_state,
+                            params=optax.apply_updates(state.params, updates))
+        return new, {"loss": jdl.metrics.mean_stats(recon + kl, mask),
+                     "reconstruction": jdl.metrics.mean_stats(recon, mask),
+                     "kl": jdl.metrics.mean_stats(kl, mask)}
+
+    trainer = jdl.Trainer(model, loss=None, optimizer=tx, train_step=train_step)
+    state = trainer.init(0, X[:1])
+    fitted, history = trainer.fit(state, X, X, epochs=3, batch_size=20, verbose=0)
+    expected = _hand_written(lambda p, s, idx, mask: sum(terms(p, s, jnp.asarray(X)[idx])),
+                             jdl.TrainState.create(state.params, tx, state.rng), tx, 3, 20,
+                             len(X))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                 fitted.params, expected.params)
+    assert list(history)[0] == "loss" and set(history) == {"loss", "reconstruction", "kl"}
+    # Exact over the padded last batch: the epoch's loss is the sum of its two terms.
+    np.testing.assert_allclose(history["loss"], np.add(history["reconstruction"],
+                                                       history["kl"]), rtol=1e-5)
