@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from jax.sharding import PartitionSpec as P
 
@@ -132,3 +133,21 @@ def test_flax_logical_axis_names_map_to_mesh_axes(blobs):
     fitted, history = trainer.fit(state, x, y, epochs=1, batch_size=16, verbose=0)
     assert fitted.params["up"]["kernel"].sharding.spec == P(None, "tensor")
     assert np.isfinite(history["loss"][0])
+
+
+@pytest.mark.parametrize("strategy", ["shard_map", "pmap"])
+def test_spmd_strategies_take_the_mean_gradient_not_the_sum(blobs, strategy):
+    """Under SGD the update is the gradient itself, so a gradient summed over the 8 devices
+    (what shard_map's own autodiff adds on top of the step's pmean) shows as 8x the step;
+    Adam's normalized updates would hide it."""
+    x, y = blobs
+
+    def fitted(**kwargs):
+        trainer = jdl.Trainer(jdl.models.MLP(features=(8, 1)), loss="binary_crossentropy",
+                              optimizer=optax.sgd(0.1), **kwargs)
+        state = trainer.init(jax.random.key(0), x[:1])
+        return jax.device_get(trainer.fit(state, x, y, epochs=2, batch_size=16, verbose=0)
+                              .state.params)
+
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                 fitted(mesh={"data": 8}, strategy=strategy), fitted())

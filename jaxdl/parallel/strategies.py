@@ -34,9 +34,13 @@ def shard_map_step(spmd_step: Callable[..., Any], mesh: jax.sharding.Mesh) -> Ca
     The state is replicated (``P()``), the batch split over (data, fsdp) along its
     first axis; the step's outputs (state and summed statistics) are replicated.
     """
+    # check_vma=False: the step's collectives are explicit (spmd_mean pmeans the local
+    # gradients, as under pmap). With varying-axis checks on, autodiff would already psum
+    # the gradient of the replicated parameters, and the pmean would then scale it by
+    # the number of devices.
     return jax.shard_map(spmd_step, mesh=mesh,
                          in_specs=(PartitionSpec(), PartitionSpec(BATCH_AXES)),
-                         out_specs=(PartitionSpec(), PartitionSpec()))
+                         out_specs=(PartitionSpec(), PartitionSpec()), check_vma=False)
 
 
 def pmap_step(spmd_step: Callable[..., Any], mesh: jax.sharding.Mesh) -> Callable[..., Any]:
