@@ -158,23 +158,36 @@ def explain(args: argparse.Namespace) -> Command:
         args: the parsed ``explain`` arguments.
 
     Returns:
-        The run: it writes the attributions CSV (and the plot, if asked); 0 when done.
+        The run: it writes the attributions CSV, its JSON sidecar (and the plot, if asked);
+        0 when done.
 
     Raises:
-        InputError: for a ``--workdir`` that is not a folder, or a bad ``--input``.
+        InputError: for a ``--workdir`` that is not a folder, or a bad ``--input``,
+        ``--labels``, ``--baseline`` file or output path.
     """
     workdir = _run_folder(args.workdir)
     input_path = _data_file("--input", args.input, must_exist=True)
-    out_csv = None if args.output_csv in (None, "-") else _output_file(
-        "--output-csv", pathlib.Path(args.output_csv).expanduser())
-    out_png = None if args.output_png is None else _output_file(
-        "--output-png", pathlib.Path(args.output_png).expanduser())
+    files = {}
+    for argument, text in (("--output-csv", args.output_csv), ("--output-png", args.output_png),
+                           ("--output-json", args.output_json)):
+        files[argument] = None if text in (None, "-") else _output_file(
+            argument, pathlib.Path(text).expanduser())
+    labels = None if args.labels is None else _data_file("--labels", args.labels, True)
+    baseline = args.baseline
+    if baseline not in (None, "zeros", "median", "train"):
+        baseline = str(_data_file("--baseline", baseline, must_exist=True))
 
     def run() -> int:
         from jaxdl.experiment import explain_run
 
-        explain_run.explain_workdir(workdir.absolute(), input_path, out_csv, out_png,
-                                    method=args.method, steps=args.steps)
+        explain_run.explain_workdir(
+            workdir.absolute(), input_path, files["--output-csv"], files["--output-png"],
+            method=args.method, steps=args.steps, probabilities=args.probabilities,
+            batch_size=args.batch_size, target=args.target, labels=labels, baseline=baseline,
+            member=args.member, tolerance=args.tolerance, max_steps=args.max_steps,
+            samples=args.samples, window=args.window, stride=args.stride, seed=args.seed,
+            stdev=args.stdev,
+            output_json=files["--output-json"], row_columns=True)
         return 0
 
     return run

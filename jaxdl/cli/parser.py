@@ -139,22 +139,84 @@ def _add_sample(subparsers: argparse._SubParsersAction) -> None:
     _finish(sample, commands.sample, uses_cache=True)
 
 
+def _steps(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1 or auto, got {text!r}"
+                                         ) from None
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+_EXPLAIN_EPILOG = """\
+methods: integrated_gradients (default), expected_gradients (GradientSHAP over training
+  rows), gradient_x_input, saliency, smoothgrad (noise tunnel over saliency), occlusion.
+What is explained: each row's --target output, as a logit (--probabilities: probability),
+  in the run's normalized input space; the baseline is zeros there (the training mean of
+  a standardized run) unless --baseline. The CSV leads with row, target, output,
+  reference, gap (sum of attributions - (output - reference)), relative_gap and steps;
+  a JSON sidecar (next to --output-csv) records the settings. See docs/explain.md.
+"""
+
+
 def _add_explain(subparsers: argparse._SubParsersAction) -> None:
     explain = subparsers.add_parser(
         "explain",
         help="feature attributions of a trained run",
         description="Attribute a trained run's predictions to its input features: a CSV "
-        "of per-feature attributions and a plot (bar chart for tables, heat map for images).",
+        "of per-feature attributions, a JSON record of what was explained, and a plot "
+        "(per target class: bar chart for tables, heat map for images).",
+        epilog=_EXPLAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    explain.add_argument("--workdir", metavar="DIR", required=True, help="a run folder")
-    explain.add_argument("--input", metavar="FILE", required=True,
-                         help="raw features, a .csv or .npy file")
-    explain.add_argument("--output-csv", metavar="FILE", help="attributions CSV (default: stdout)")
-    explain.add_argument("--output-png", metavar="FILE", help="a .png plot (default: none)")
-    explain.add_argument("--method", default="integrated_gradients",
-                         help="integrated_gradients (default) or saliency")
-    explain.add_argument("--steps", metavar="N", type=_positive_int, default=64,
-                         help="integrated-gradients path steps (default 64)")
+    add = explain.add_argument
+    add("--workdir", metavar="DIR", required=True, help="a run folder")
+    add("--input", metavar="FILE", required=True,
+        help="raw features, a .csv or .npy file (image runs: flat pixels per CSV row)")
+    add("--output-csv", metavar="FILE", help="attributions CSV (default: stdout)")
+    add("--output-png", metavar="FILE", help="a .png plot (default: none)")
+    add("--output-json", metavar="FILE",
+        help="what was explained, as JSON (default: the CSV's path with .json; none on stdout)")
+    add("--method", default="integrated_gradients", help="see below (default "
+        "integrated_gradients)")
+    add("--target", default="predicted", metavar="WHICH",
+        help="predicted (default), true (needs --labels), all (one row per class) or a "
+        "class index")
+    add("--labels", metavar="FILE", help="one class index per input row, .csv or .npy")
+    add("--probabilities", action="store_true", help="explain probabilities, not logits")
+    add("--baseline", metavar="B", help="zeros (default), median (of the training rows), "
+        "train (expected_gradients' default: 100 training rows) or a .csv/.npy of raw row(s)")
+    add("--steps", metavar="N", type=_steps, default=64,
+        help="integrated-gradients path steps, or auto (default 64)")
+    add("--tolerance", metavar="T", type=_positive_float, default=0.01,
+        help="--steps auto: the largest relative completeness gap per row (default 0.01)")
+    add("--max-steps", metavar="N", type=_positive_int, default=1024,
+        help="--steps auto: the cap (default 1024)")
+    add("--samples", metavar="N", type=_positive_int, default=64,
+        help="expected_gradients / smoothgrad draws per row (default 64)")
+    add("--stdev", metavar="S", type=_positive_float,
+        help="input noise: smoothgrad's (default 0.15), GradientSHAP's for "
+        "expected_gradients (default none), in normalized input units")
+    add("--window", metavar="K", type=_positive_int, default=2,
+        help="occlusion: the window (default 2: 2x2 pixels, 2 columns)")
+    add("--stride", metavar="S", type=_positive_int, default=1,
+        help="occlusion: the step between windows (default 1)")
+    add("--seed", type=int, default=0, help="random draws (expected_gradients, smoothgrad)")
+    add("--batch-size", metavar="N", type=_positive_int, default=256,
+        help="rows per compiled program (default 256)")
+    add("--member", metavar="I", type=int,
+        help="a population run: explain member I (default: the best member)")
     _finish(explain, commands.explain, uses_cache=True)
 
 

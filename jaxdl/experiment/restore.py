@@ -19,7 +19,7 @@ import numpy as np
 
 from jaxdl import errors
 from jaxdl.data.validate import nonfinite_rows
-from jaxdl.experiment import build, lock
+from jaxdl.experiment import build, input_scale, lock
 from jaxdl.experiment import data as data_lib
 from jaxdl.experiment.settings import config_errors
 from jaxdl.experiment.workdir import newest_meta, read_inputs, saved_config
@@ -187,6 +187,7 @@ def predict_from_workdir(workdir: str | Path, input_path: str | Path,
                                  "the run was trained on)", f"rows of shape {x.shape[1:]} "
                                  f"in {input_path}", "pass raw inputs with the training columns")
     x = _normalized(x, meta.get("scaler"), input_path)
+    input_scale.check(x, meta.get("scaler"), config, input_path.name)  # warns on a unit slip
     if member is not None:
         if population.size(state) is None:
             raise errors.input_error("--member", "a population run (population.size > 0)",
