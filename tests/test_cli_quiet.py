@@ -63,3 +63,4 @@ def test_the_filter_is_only_on_while_a_command_from_python_runs():
     assert sys.stderr is before
     with quiet.library_noise_kept_off(debug=True):
         assert sys.stderr is before
+

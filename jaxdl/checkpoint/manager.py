@@ -34,39 +34,13 @@ from jaxdl.checkpoint import digests, disk, failures
 from jaxdl.checkpoint.cadence import Checkpointing, count
 from jaxdl.checkpoint.disk import check_inside
 from jaxdl.checkpoint.integrity import Damaged, checksums, structure, structure_mismatch
-from jaxdl.state import TrainState
+from jaxdl.checkpoint.targets import placed, storable, unstorable
 
 # How a restore checks the arrays it read: every checksum, or none (meta and structure are
 # always checked).
 VERIFY = ("full", "none")
 
 __all__ = ["Checkpointer", "Checkpointing", "check_inside", "storable", "unstorable"]
-
-
-def storable(state: TrainState) -> TrainState:
-    """The state with its PRNG key as raw key data (what Orbax writes)."""
-    return state.replace(rng=jax.random.key_data(state.rng))
-
-
-def unstorable(state: TrainState) -> TrainState:
-    """Inverse of :func:`storable`."""
-    return state.replace(rng=jax.random.wrap_key_data(state.rng))
-
-
-def _placed(target: Any) -> Any:
-    """Abstract leaves with a concrete sharding, so Orbax restores onto *this* topology.
-
-    Arrays and ``ShapeDtypeStruct`` leaves keep their sharding; others get device 0.
-    """
-    default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-
-    def place(leaf):
-        sharding = getattr(leaf, "sharding", None)
-        if not isinstance(sharding, jax.sharding.Sharding):
-            sharding = default
-        return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding)
-
-    return jax.tree.map(place, target)
 
 
 def _ranking(name: str, mode: str):
@@ -343,7 +317,7 @@ class Checkpointer:
                     "restore with the config the run was started with, or use a new "
                     "directory (--workdir on the command line) to start over")
             try:
-                tree = self._read(step, _placed(target), partial)
+                tree = self._read(step, placed(target), partial)
             except Exception as e:
                 if self._placement_problem(step, target, partial):
                     raise errors.input_error(
@@ -387,7 +361,7 @@ class Checkpointer:
         one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
         plain = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
                                                                sharding=one), target)
-        if plain == _placed(target):
+        if plain == placed(target):
             return False
         try:
             self._read(step, plain, partial)

@@ -104,8 +104,35 @@ def enable_compilation_cache(path: str | os.PathLike[str] | None = None) -> str 
         return None
     import jax  # here, not at module import: importing JAX takes most of a second
 
+    if max_bytes() > 0:
+        backfill_access_times(folder)
     jax.config.update("jax_compilation_cache_dir", str(folder))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     jax.config.update("jax_compilation_cache_max_size", max_bytes())
     return str(folder)
+
+
+def backfill_access_times(folder: pathlib.Path) -> int:
+    """Gives every cache entry without its access-time file one (its own mtime).
+
+    A bounded cache ranks entries by ``<key>-atime`` files, which JAX writes only when a
+    size limit is set: entries from a process without one (a script that enabled the
+    cache itself, an older jaxdl) have none, and JAX's eviction then fails on them at
+    every write, so nothing new is cached. Done under JAX's own lock of the folder.
+    Returns how many were added.
+    """
+    import filelock
+
+    added = 0
+    try:
+        with filelock.FileLock(folder / ".lockfile", timeout=10):
+            for entry in folder.glob("*-cache"):
+                atime = entry.with_name(entry.name.removesuffix("-cache") + "-atime")
+                if not atime.exists():
+                    stamp = entry.stat().st_mtime_ns
+                    atime.write_bytes(stamp.to_bytes(8, "little"))
+                    added += 1
+    except (OSError, filelock.Timeout):  # the cache only saves time: never stop a run
+        pass
+    return added
