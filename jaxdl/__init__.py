@@ -17,9 +17,9 @@ __version__ = "0.1.0"
 
 # Public submodules by name: jdl.callbacks and jdl.experiment live in packages grouped by role.
 _SUBMODULES = {name: f"jaxdl.{name}" for name in (
-    "checkpoint", "data", "errors", "experiment", "explain", "fuse", "losses", "metrics",
-    "models", "optim", "parallel", "population", "precision", "sample", "state", "step",
-    "testing", "train", "trainer", "writers")}
+    "checkpoint", "count_metrics", "data", "errors", "experiment", "explain", "fuse",
+    "losses", "metrics", "models", "optim", "outputs", "parallel", "population", "precision",
+    "sample", "state", "step", "testing", "train", "trainer", "weights", "writers")}
 _SUBMODULES["callbacks"] = "jaxdl.train.callbacks"
 _EXPORTS = {
     "Callback": "jaxdl.train.callbacks",

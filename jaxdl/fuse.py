@@ -25,8 +25,10 @@ from jaxdl.step import Batch
 
 
 def gather(data: dict[str, jax.Array], idx: jax.Array, mask: jax.Array) -> Batch:
-    """The batch of rows ``idx`` [B] of on-device ``data``, with its padding ``mask`` [B]."""
-    batch = {key: jnp.take(value, idx, axis=0) for key, value in data.items()}
+    """The batch of rows ``idx`` [B] of on-device ``data`` (``x``, ``y``: arrays or pytrees;
+    ``weight`` [n] when weighted), with its padding ``mask`` [B]."""
+    batch = {key: jax.tree.map(lambda a: jnp.take(a, idx, axis=0), value)
+             for key, value in data.items()}
     batch["mask"] = mask
     return batch
 
@@ -98,7 +100,8 @@ def _epoch_fn(step_fn: Callable[..., Any], data: Any, validation: Callable[[Any]
     def one_step(carry, row):
         state, acc = carry
         if data is None:
-            batch = {**row["idx"], "mask": row["mask"]}
+            # A dataset's batches bring their own mask (its short batches' padding).
+            batch = {"mask": row["mask"], **row["idx"]}
         else:
             batch = gather(data, row["idx"], row["mask"])
         if ragged_steps:

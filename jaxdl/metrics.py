@@ -33,13 +33,19 @@ class Metric(NamedTuple):
 
     Attributes:
       name: the key it reports under (``val_`` is prefixed for validation).
-      stats: ``(outputs [B, ...], labels [B, ...], mask [B]) -> Stats``, additive.
+      stats: ``(outputs [B, ...], labels [B, ...], mask [B]) -> Stats``, additive. With
+        sample weights the step passes ``weight * mask`` as the mask: a weighted mean is
+        normalised by the sum of the weights (Keras' ``weighted_metrics``).
       result: ``Stats -> scalar``.
+      per_example: set for a loss (``loss``, a per-output ``<name>_loss``):
+        ``(outputs, labels) -> [B]``, reported like the training objective,
+        ``sum(weight * loss * mask) / sum(mask)`` (see :func:`loss_stats`).
     """
 
     name: str
     stats: Callable[[jax.Array, jax.Array, jax.Array], Stats]
     result: Callable[[Stats], jax.Array]
+    per_example: Callable[[jax.Array, jax.Array], jax.Array] | None = None
 
 
 # Metric names that are better when higher; everything else (losses, errors) is minimized.
@@ -61,6 +67,26 @@ def mean_stats(values: jax.Array, mask: jax.Array) -> Stats:
     """Statistics of a masked mean of per-example ``values`` [B]: (sum, count)."""
     values = values.astype(jnp.float32)
     return (jnp.sum(values * mask), jnp.sum(mask).astype(jnp.float32))
+
+
+def loss_stats(values: jax.Array, mask: jax.Array, weight: jax.Array | None = None) -> Stats:
+    """Statistics of a loss [B]: ``(sum(weight * values * mask), sum(mask))``, Keras' weighted
+    loss (the weights scale examples; the count stays the real rows'). ``weight`` None:
+    exactly :func:`mean_stats`."""
+    if weight is None:
+        return mean_stats(values, mask)
+    values = values.astype(jnp.float32)
+    return (jnp.sum(values * (weight * mask)), jnp.sum(mask).astype(jnp.float32))
+
+
+def batch_stats(metrics: Any, outputs: Any, labels: Any, mask: jax.Array,
+                weight: jax.Array | None = None) -> dict[str, Stats]:
+    """``{name: stats}`` of one batch: losses by :func:`loss_stats`, the other metrics on
+    ``weight * mask`` (the mask itself without weights)."""
+    weighted = mask if weight is None else weight * mask
+    return {m.name: loss_stats(m.per_example(outputs, labels), mask, weight)
+            if m.per_example is not None else m.stats(outputs, labels, weighted)
+            for m in metrics}
 
 
 def mean_metric(name: str, per_example: Callable[[jax.Array, jax.Array], jax.Array]) -> Metric:
@@ -188,6 +214,10 @@ def _bits_result(stats):
 
 
 def _build(name: str, task: str) -> Metric:
+    from jaxdl import count_metrics  # its own module: counts and the confusion matrix
+
+    if name in count_metrics.NAMES:
+        return count_metrics.build(name, task)
     classification = task in ("binary", "multiclass")
     if name == "accuracy" and classification:
         fn = _binary_accuracy if task == "binary" else _multiclass_accuracy
@@ -216,7 +246,8 @@ def _build(name: str, task: str) -> Metric:
         "(binary_crossentropy, sparse_categorical_crossentropy, ...)")
 
 
-METRICS = ("accuracy", "precision", "recall", "f1", "auc", "mse", "mae", "bits_per_byte", "bpb")
+METRICS = ("accuracy", "precision", "recall", "f1", "auc", "mse", "mae", "bits_per_byte", "bpb",
+           "tp", "fp", "tn", "fn", "confusion")
 
 
 def get(metric: str | Metric | Callable, task: str) -> Metric:
@@ -240,9 +271,10 @@ def get(metric: str | Metric | Callable, task: str) -> Metric:
                             errors.describe(metric), f"use names from {list(METRICS)}")
 
 
-def loss_metric(per_example_loss: Callable) -> Metric:
-    """The ``loss`` entry of every report: masked mean of the per-example loss."""
-    return mean_metric("loss", per_example_loss)
+def loss_metric(per_example_loss: Callable, name: str = "loss") -> Metric:
+    """The ``loss`` entry of every report: masked mean of the per-example loss
+    (weighted like the objective, see :func:`loss_stats`)."""
+    return mean_metric(name, per_example_loss)._replace(per_example=per_example_loss)
 
 
 def _is_min(path) -> bool:

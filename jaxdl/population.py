@@ -218,6 +218,39 @@ def best(state: TrainState, history: Mapping[str, Any], metric: str = "val_loss"
                 member(state, index))
 
 
+def check_ensemble(state: Any, ensemble: bool) -> None:
+    """Refuses ``predict(..., ensemble=True)`` on a single-model state."""
+    if ensemble and size(state) is None:
+        raise errors.input_error("ensemble", "a population state for ensemble=True",
+                                 "a single-model state", "init(..., population=N), or "
+                                 "pass ensemble=False")
+
+
+def ensemble_mean(state: TrainState, predictions: Any) -> Any:
+    """The mean over members of ``predictions`` [N, n, ...] (or a pytree of them), of the
+    members whose parameters and predictions are all finite; one warning naming those
+    left out. Raises NonFiniteError when no member is finite."""
+    import warnings
+
+    n = size(state)
+    # Per member, on the device for the parameters: only [N] booleans come to the host.
+    finite = [np.asarray(jnp.isfinite(a).reshape(n, -1).all(axis=1))
+              for a in jax.tree.leaves(state.params)]
+    usable = np.logical_and.reduce(finite + [np.isfinite(a).reshape(n, -1).all(axis=1)
+                                             for a in jax.tree.leaves(predictions)])
+    if not usable.any():
+        raise errors.NonFiniteError(errors.message(
+            "state", "a population with a member whose parameters and predictions are "
+            "finite, for ensemble=True", f"{n} members, none finite", "retrain with "
+            "nan_policy='raise' (a diverged member keeps its last finite state) or a "
+            "smaller learning rate"))
+    if not usable.all():
+        warnings.warn(f"predict(ensemble=True): averaged {int(usable.sum())} of {n} "
+                      f"members; left out {np.flatnonzero(~usable).tolist()}, whose "
+                      "parameters or predictions are not finite", stacklevel=3)
+    return jax.tree.map(lambda a: a[usable].mean(axis=0), predictions)
+
+
 def select(mask: jax.Array, new: Any, old: Any) -> Any:
     """Per member: ``new`` where ``mask`` [N] is true, else ``old`` (any pytree of [N, ...])."""
 
@@ -235,13 +268,14 @@ select_jit = jax.jit(select)
 def vmap_train_step(train_step: Any, member_data: bool = False) -> Any:
     """``step(state [N], batch, active [N] | None) -> (state, stats [N])`` from a member step.
 
-    ``member_data``: the batch's x and y carry a member axis ([N, B, ...]: each member's
-    own order); else every member trains on the same batch. Members with ``active`` false
-    keep their state (an early-stopped or diverged member).
+    ``member_data``: the batch's x, y (and weight) carry a member axis ([N, B, ...]: each
+    member's own order); else every member trains on the same batch. Members with
+    ``active`` false keep their state (an early-stopped or diverged member).
     """
-    batch_axes = {"x": 0, "y": 0, "mask": None} if member_data else None
 
     def step(state, batch, active=None):
+        # The mask follows from the step's position alone: the same for every member.
+        batch_axes = {k: None if k == "mask" else 0 for k in batch} if member_data else None
         new, stats = jax.vmap(train_step, in_axes=(0, batch_axes))(state, batch)
         if active is not None:
             # Selecting every leaf costs a quarter of a small model's step: only when needed.

@@ -4,11 +4,13 @@
     eval_step(state, batch)  -> stats
     predict_step(state, x)   -> predictions
 
-A batch is a dict ``{"x": [B, ...], "y": [B, ...], "mask": [B] float32}``; the
-mask is 0 for padding rows, so a padded last batch counts only its real
-examples. ``stats`` maps metric names (always ``"loss"`` first) to additive
-statistics (see :mod:`jaxdl.metrics`). The steps read no globals, print nothing
-and never leave the device; randomness is ``fold_in(state.rng, state.step)``.
+A batch is a dict ``{"x": [B, ...], "y": [B, ...], "mask": [B] float32}``, plus
+``"weight": [B] float32`` for weighted examples; ``x`` and ``y`` may be pytrees of
+arrays [B, ...] (a model with several inputs or outputs). The mask is 0 for padding
+rows, so a padded last batch counts only its real examples. ``stats`` maps metric
+names (always ``"loss"`` first) to additive statistics (see :mod:`jaxdl.metrics`).
+The steps read no globals, print nothing and never leave the device; randomness is
+``fold_in(state.rng, state.step)``.
 
 Features wrap the step rather than add flags to it. :func:`make_train_step` composes:
 
@@ -92,12 +94,9 @@ def reported_metrics(
     return (metrics_lib.loss_metric(loss.per_example), *metrics)
 
 
-def _stats(metrics, outputs, labels, mask):
-    return {m.name: m.stats(outputs, labels, mask) for m in metrics}
-
-
 class Norm(NamedTuple):
-    """A batch's loss is ``scale * sum(loss * mask) / count``, ``count`` its real examples.
+    """A batch's loss is ``scale * sum(weight * loss * mask) / count``, ``count`` its real
+    examples (``sum(mask)``: Keras' sample-weight semantics; no weight: ``weight = 1``).
 
     Made once per batch, before any micro-batch split (SPMD: see :func:`spmd_mean`)."""
 
@@ -115,21 +114,22 @@ def objective_grad(apply: Callable[..., Any], loss: losses_lib.Loss,
       reported: :func:`reported_metrics`, ``loss`` first.
 
     Returns:
-      ``grad_fn(params, model_state, (x [B, ...], y [B, ...], mask [B]), key, norm)
-      -> ((value [] float32, (model_state, stats)), grads)``: the loss normalized by
-      ``norm``, the model's new state, the metrics' additive statistics, and the
-      gradients with respect to ``params``.
+      ``grad_fn(params, model_state, (x [B, ...], y [B, ...], weight [B] | None, mask [B]),
+      key, norm) -> ((value [] float32, (model_state, stats)), grads)``: the loss
+      ``sum(weight * loss * mask)`` normalized by ``norm``, the model's new state, the
+      metrics' additive statistics, and the gradients with respect to ``params``.
     """
 
     def objective(params, model_state, batch, key, norm):
-        x, y, mask = batch
+        x, y, weight, mask = batch
         outputs, model_state = apply(params, model_state, x, True, key)
         per_example = loss.per_example(outputs, y)
-        value = norm.scale * jnp.sum(per_example * mask) / jnp.maximum(norm.count, 1e-12)
+        weighted = mask if weight is None else weight * mask
+        value = norm.scale * jnp.sum(per_example * weighted) / jnp.maximum(norm.count, 1e-12)
         # The "loss" statistics from the per-example loss just computed: recomputing
         # it from the outputs cost a byte-level LM 10 % of its step on XLA:CPU.
-        stats = {reported[0].name: metrics_lib.mean_stats(per_example, mask),
-                 **_stats(reported[1:], outputs, y, mask)}
+        stats = {reported[0].name: metrics_lib.loss_stats(per_example, mask, weight),
+                 **metrics_lib.batch_stats(reported[1:], outputs, y, mask, weight)}
         return value, (model_state, stats)
 
     return jax.value_and_grad(objective, has_aux=True)
@@ -195,8 +195,8 @@ def base_step(grad_fn: GradFn, update: nonfinite.Update, augment: Augment | None
     """``train_step(state, batch)``: augment, ``grad_fn``, then ``update``.
 
     Args:
-      grad_fn: ``(params, model_state, (x, y, mask), key) -> ((value, (model_state,
-        stats)), grads)``, e.g. ``batch_mean(objective_grad(...))``.
+      grad_fn: ``(params, model_state, (x, y, weight, mask), key) -> ((value,
+        (model_state, stats)), grads)``, e.g. ``batch_mean(objective_grad(...))``.
       update: ``(state, grad_fn's result) -> (new_state, stats)``, e.g.
         :func:`apply_update`, possibly wrapped by :func:`jaxdl.nonfinite.guard`.
       augment: optional ``aug(key, x, y) -> (x, y)``, applied to the whole batch.
@@ -210,8 +210,8 @@ def base_step(grad_fn: GradFn, update: nonfinite.Update, augment: Augment | None
     def train_step(state: TrainState, batch: Batch):
         augment_key, dropout_key = jax.random.split(jax.random.fold_in(state.rng, state.step))
         x, y = augment(augment_key, batch["x"], batch["y"])
-        return update(state, grad_fn(state.params, state.model_state, (x, y, batch["mask"]),
-                                     dropout_key))
+        return update(state, grad_fn(state.params, state.model_state,
+                                     (x, y, batch.get("weight"), batch["mask"]), dropout_key))
 
     return train_step
 
@@ -285,7 +285,8 @@ def make_eval_step(
 
     def eval_step(state: TrainState, batch: Batch):
         outputs, _ = apply(state.params, state.model_state, batch["x"], False)
-        return _stats(reported, outputs, batch["y"], batch["mask"])
+        return metrics_lib.batch_stats(reported, outputs, batch["y"], batch["mask"],
+                                       batch.get("weight"))
 
     return eval_step
 

@@ -15,7 +15,6 @@ the compiled programs, so repeated calls with the same shapes never recompile.
 from __future__ import annotations
 
 import contextlib
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -24,13 +23,14 @@ import jax
 import numpy as np
 import optax
 
-from jaxdl import errors, user_step
+from jaxdl import errors, outputs, user_step
 from jaxdl import losses as losses_lib
 from jaxdl import metrics as metrics_lib
 from jaxdl import optim as optim_lib
 from jaxdl import step as step_lib
+from jaxdl.data import trees
 from jaxdl.data import validate as check
-from jaxdl.state import TrainState
+from jaxdl.state import TrainState, copied
 from jaxdl.train import fit as fit_lib
 from jaxdl.train import infer
 from jaxdl.train import seeds as seeds_lib
@@ -47,8 +47,12 @@ class Trainer:
         initialized ``nnx.Module`` (wrapped in :class:`jaxdl.models.nnx_model.NNXModel`).
       optimizer: a name in :data:`jaxdl.optim.OPTIMIZERS` or any ``optax.GradientTransformation``.
       loss: a name in :data:`jaxdl.losses.LOSSES`, a :class:`jaxdl.losses.Loss`, or
-        ``fn(outputs, labels) -> per-example loss [B]``.
-      metrics: names in :data:`jaxdl.metrics.METRICS`, Metric objects or per-example callables.
+        ``fn(outputs, labels) -> per-example loss [B]``; or one per output of a model
+        returning a dict, ``{"a": "binary_crossentropy", "b": "mse"}`` (:mod:`jaxdl.outputs`).
+      loss_weights: with a loss per output, ``{"a": 1.0, "b": 0.5}`` (default 1 each): the
+        objective is the weighted sum, reported as ``loss`` (each output's as ``a_loss``).
+      metrics: names in :data:`jaxdl.metrics.METRICS`, Metric objects or per-example
+        callables; with a loss per output, per output: ``{"a": ["accuracy"]}`` (``a_accuracy``).
       learning_rate: float or optax schedule, used when ``optimizer`` is a name.
       weight_decay, l2, clip_norm: regularization, see :func:`jaxdl.optim.make_optimizer`.
       schedule: learning-rate schedule by name, e.g. ``{"name": "warmup_cosine",
@@ -88,7 +92,8 @@ class Trainer:
 
     def __init__(self, model: nn.Module, *, loss: str | losses_lib.Loss | Callable | None,
                  optimizer: str | optax.GradientTransformation = "adam",
-                 metrics: Sequence[str | metrics_lib.Metric | Callable] = (),
+                 metrics: Sequence[str | metrics_lib.Metric | Callable] | dict[str, Any] = (),
+                 loss_weights: dict[str, float] | None = None,
                  learning_rate: float | optax.Schedule = 1e-3, weight_decay: float = 0.0,
                  l2: float = 0.0, clip_norm: float | None = None,
                  schedule: dict[str, Any] | None = None,
@@ -110,15 +115,12 @@ class Trainer:
                                         "pass a flax.linen.Module or an initialized "
                                         "flax.nnx.Module, e.g. Net(..., rngs=nnx.Rngs(0))")
             model = wrapped
-        if isinstance(metrics, str):
-            metrics = [metrics]
         self.model = model
         if train_step is not None:
             user_step.check_options(train_step, augment=augment, precision=precision,
                                     grad_accum_steps=grad_accum_steps, strategy=strategy)
-        self.loss = (losses_lib.get(loss, task) if loss is not None or train_step is None
-                     else losses_lib.without_loss(task))
-        self.metrics = tuple(metrics_lib.get(m, self.loss.task) for m in metrics)
+        self.loss, self.metrics = outputs.resolve(loss, loss_weights, metrics, task,
+                                                  custom_step=train_step is not None)
         self._optimizer = dict(optimizer=optimizer, learning_rate=learning_rate,
                                weight_decay=weight_decay, l2=l2, clip_norm=clip_norm,
                                schedule=schedule)
@@ -144,39 +146,43 @@ class Trainer:
         self._init = jax.jit(self._init_fn, compiler_options=self._fast_compile)
 
     def _make_programs(self, tx: optax.GradientTransformation, population: str | None = None,
-                       log_norms: bool = False) -> Programs:
+                       log_norms: bool = False, confusion: bool = False) -> Programs:
         rate = optim_lib.learning_rate_fn(self._optimizer["optimizer"],
                                           self._optimizer["learning_rate"],
                                           self._optimizer["schedule"]) if log_norms else None
-        return Programs(self.model, self.loss, tx, self.metrics, self._augment,
+        metrics = self.metrics + ((metrics_lib.get("confusion", self.loss.task),) if confusion
+                                  and all(m.name != "confusion" for m in self.metrics) else ())
+        return Programs(self.model, self.loss, tx, metrics, self._augment,
                         self._nan_policy, self.placement, population=population,
                         train_step=self._train_step, log_norms=log_norms, learning_rate=rate,
                         **self._step_options)
 
     def _population(self, names: Sequence[str], kind: str | None = "shared",
-                    log_norms: bool = False) -> tuple[optax.GradientTransformation, Programs]:
+                    log_norms: bool = False, confusion: bool = False
+                    ) -> tuple[optax.GradientTransformation, Programs]:
         """(optimizer, programs) of a population varying ``names`` (``kind`` None: one
         model); built once per variant."""
         names = tuple(sorted(names))
-        key = (names, kind, log_norms)
+        key = (names, kind, log_norms, confusion)
         if key not in self._variants:
             tx = self.tx
             if names and isinstance(self._optimizer["optimizer"], str):
                 tx = self._wrap_tx(optim_lib.make_optimizer(**self._optimizer, inject=names))
-            self._variants[key] = (tx, self._make_programs(tx, kind, log_norms))
+            self._variants[key] = (tx, self._make_programs(tx, kind, log_norms, confusion))
         return self._variants[key]
 
-    def programs_for(self, state: TrainState, seed: Any = 0, log_norms: bool = False
-                     ) -> Programs:
+    def programs_for(self, state: TrainState, seed: Any = 0, log_norms: bool = False,
+                     confusion: bool = False) -> Programs:
         """The compiled programs that train ``state``: the model's, or its population's
         (``seed``: one per member selects each member's own data order); ``log_norms``:
-        the variant that also reports norms and the learning rate."""
+        the variant that also reports norms and the learning rate; ``confusion``: also
+        the confusion matrix."""
         from jaxdl import population
 
         if population.size(state) is None:
-            return self._population((), None, log_norms)[1]
+            return self._population((), None, log_norms, confusion)[1]
         kind = "shared" if isinstance(seed, int | np.integer) else "member"
-        return self._population(population.hparams(state), kind, log_norms)[1]
+        return self._population(population.hparams(state), kind, log_norms, confusion)[1]
 
     def _variables(self, rng: jax.Array, sample: jax.Array) -> dict[str, Any]:
         params_key, dropout_key, _ = jax.random.split(rng, 3)
@@ -199,7 +205,8 @@ class Trainer:
 
         Args:
           rng: a PRNG key or an int seed.
-          sample_x: a batch of inputs [b, ...] (e.g. ``x[:1]``).
+          sample_x: a batch of inputs [b, ...] (e.g. ``x[:1]``), or a pytree of them as the
+            model takes it (``{"image": ..., "meta": ...}``).
           population: train N models at once (see :mod:`jaxdl.population`): every leaf
             of the state gets a leading member axis [N, ...].
           hparams: per-member hyper-parameters, name -> N values ("learning_rate",
@@ -274,8 +281,7 @@ class Trainer:
         The restore target for checkpoints and the input to memory estimates; with
         ``population`` (and the names of its ``hparams``), a population's.
         """
-        sample = jax.ShapeDtypeStruct((1, *np.shape(sample_x)[1:]),
-                                      getattr(sample_x, "dtype", np.float32))
+        sample = trees.spec(sample_x, 1)
         if not population:
             return jax.eval_shape(self._init_fn, jax.random.key(0), sample)
         tx, _ = self._population(hparams)
@@ -283,12 +289,14 @@ class Trainer:
             jax.vmap(lambda k, x: self._init_fn(k, x, tx), in_axes=(0, None)),
             jax.eval_shape(lambda: jax.random.split(jax.random.key(0), population)), sample)
 
-    def fit(self, state: TrainState, x: Any, y: Any, *, epochs: int = 1, batch_size: int = 32,
-            validation_data: tuple[Any, Any] | None = None, validation_split: float = 0.0,
-            shuffle: bool = True, seed: int = 0, callbacks: Sequence[Callback] = (),
+    def fit(self, state: TrainState, x: Any, y: Any = None, *, epochs: int = 1,
+            batch_size: int | None = None, validation_data: Any = None,
+            validation_split: float = 0.0, shuffle: bool | None = None, seed: int = 0,
+            steps_per_epoch: int | None = None, callbacks: Sequence[Callback] = (),
             steps_per_dispatch: int | str = "auto", initial_epoch: int = 0, verbose: int = 1,
             checkpoint_dir: str | None = None, checkpointing: Any = None,
-            log_norms: bool = False, population_mode: str = "auto") -> fit_lib.FitResult:
+            log_norms: bool = False, population_mode: str = "auto", sample_weight: Any = None,
+            class_weight: dict[Any, float] | str | None = None) -> fit_lib.FitResult:
         """Trains and returns ``(state, history)``; see :func:`jaxdl.train.fit.fit` for arguments.
 
         The result unpacks as ``state, history``; its ``stats`` (a
@@ -302,6 +310,10 @@ class Trainer:
         ``log_norms``: also report per epoch the mean gradient, update and parameter norms
         (global and per top-level module) and the learning rate (see :mod:`jaxdl.norms`).
         ``population_mode``: "vmap", "sequential" or "auto" (see :func:`jaxdl.train.fit.fit`).
+        ``sample_weight`` [n] / ``class_weight`` ``{label: w}`` or "balanced": each batch's
+        loss is ``sum(w_i * l_i) / sum(mask_i)`` (Keras; see :mod:`jaxdl.weights`).
+        ``x`` may be a dataset (any iterable of ``(x, y)`` batches; ``y=None``) with
+        ``steps_per_epoch`` and ``shuffle=None`` (see :mod:`jaxdl.train.iterables`).
         """
         self._check_state(state)
         callbacks = list(callbacks)
@@ -310,7 +322,7 @@ class Trainer:
                 raise not_a_callback(i, cb)
         if verbose:
             callbacks.append(ConsoleLogger())
-        state = jax.tree.map(lambda a: a.copy(), state)
+        state = copied(state)
         programs = self.programs_for(state, seed, check.boolean(log_norms, "log_norms"))
         with contextlib.ExitStack() as stack:
             if checkpoint_dir is not None and checkpointing is None:
@@ -321,9 +333,11 @@ class Trainer:
             return fit_lib.fit(programs, state, x, y, epochs=epochs, batch_size=batch_size,
                                validation_data=validation_data,
                                validation_split=validation_split, shuffle=shuffle, seed=seed,
-                               callbacks=callbacks, steps_per_dispatch=steps_per_dispatch,
+                               steps_per_epoch=steps_per_epoch, callbacks=callbacks,
+                               steps_per_dispatch=steps_per_dispatch,
                                initial_epoch=initial_epoch, checkpointing=checkpointing,
-                               population_mode=population_mode)
+                               population_mode=population_mode, sample_weight=sample_weight,
+                               class_weight=class_weight)
 
     def restore(self, directory: Any, *, sample_x: Any = None) -> TrainState:
         """The newest good checkpoint's state under ``directory`` (a ``checkpoint_dir`` of
@@ -336,16 +350,21 @@ class Trainer:
 
         return load.restore(self, directory, sample_x)[0]
 
-    def evaluate(self, state: TrainState, x: Any, y: Any, *, batch_size: int = 32
-                 ) -> dict[str, Any]:
+    def evaluate(self, state: TrainState, x: Any, y: Any = None, *, batch_size: int | None = None,
+                 sample_weight: Any = None, confusion: bool = False) -> dict[str, Any]:
         """``{"loss": float, <metric>: float}`` over all of (x, y), exactly.
 
-        For a population: one value per member (float64 arrays [N]).
+        For a population: one value per member (float64 arrays [N]). ``sample_weight`` [n]:
+        weighted loss and metrics (see :mod:`jaxdl.weights`); ``confusion=True`` adds
+        ``"confusion"``, the [classes][classes] matrix (rows true, columns predicted).
+        ``x`` may be a dataset of ``(x, y)`` batches (``y=None``), streamed exactly.
         """
         self._check_state(state)
-        return infer.evaluate(self.programs_for(state), state, x, y, batch_size=batch_size)
+        programs = self.programs_for(state, confusion=check.boolean(confusion, "confusion"))
+        return infer.evaluate(programs, state, x, y, batch_size=batch_size,
+                              sample_weight=sample_weight)
 
-    def predict(self, state: TrainState, x: Any, *, batch_size: int = 32,
+    def predict(self, state: TrainState, x: Any, *, batch_size: int | None = None,
                 ensemble: bool = False) -> np.ndarray:
         """Predictions [n, ...]: probabilities for classification losses, raw outputs otherwise.
 
@@ -353,6 +372,7 @@ class Trainer:
         [n, ...] the predictions (probabilities) of the members whose parameters and
         predictions are all finite (under ``nan_policy="none"`` a diverged member's
         parameters are NaN), with one warning naming how many were used when some are not.
+        ``x`` may be a dataset of batches (``x``, or ``(x, y)`` / ``{"x": ...}``), streamed.
 
         Raises:
           NonFiniteError: with ``ensemble=True``, when no member is finite.
@@ -360,30 +380,9 @@ class Trainer:
         from jaxdl import population
 
         self._check_state(state)
-        size = population.size(state)
-        if ensemble and size is None:
-            raise errors.input_error("ensemble", "a population state for ensemble=True",
-                                     "a single-model state", "init(..., population=N), or "
-                                     "pass ensemble=False")
+        population.check_ensemble(state, check.boolean(ensemble, "ensemble"))
         out = infer.predict(self.programs_for(state), state, x, batch_size=batch_size)
-        if not ensemble:
-            return out
-        # Per member, on the device for the parameters: only [N] booleans come to the host.
-        finite = [np.asarray(jax.numpy.isfinite(a).reshape(size, -1).all(axis=1))
-                  for a in jax.tree.leaves(state.params)]
-        usable = np.logical_and.reduce(finite + [np.isfinite(a).reshape(size, -1).all(axis=1)
-                                                 for a in jax.tree.leaves(out)])
-        if not usable.any():
-            raise errors.NonFiniteError(errors.message(
-                "state", "a population with a member whose parameters and predictions are "
-                "finite, for ensemble=True", f"{size} members, none finite", "retrain with "
-                "nan_policy='raise' (a diverged member keeps its last finite state) or a "
-                "smaller learning rate"))
-        if not usable.all():
-            warnings.warn(f"predict(ensemble=True): averaged {int(usable.sum())} of {size} "
-                          f"members; left out {np.flatnonzero(~usable).tolist()}, whose "
-                          "parameters or predictions are not finite", stacklevel=2)
-        return jax.tree.map(lambda a: a[usable].mean(axis=0), out)
+        return population.ensemble_mean(state, out) if ensemble else out
 
     def _check_state(self, state: Any) -> None:
         if not isinstance(state, TrainState):

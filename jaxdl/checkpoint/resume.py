@@ -55,8 +55,11 @@ class FitCheckpoints:
     """Saves and restores one fit's checkpoints (state, statistics, callbacks, position)."""
 
     def __init__(self, checkpointing: Checkpointing, callbacks: Sequence[Callback],
-                 identity: dict[str, Any]):
+                 identity: dict[str, Any], data: Any = None):
         self.checkpointing, self.callbacks, self.identity = checkpointing, callbacks, identity
+        # A dataset's reading position (jaxdl.train.prefetch.IterableSource): saved as
+        # ``data_position`` in the meta, handed back on restore to position the reading.
+        self.data = data
         self.checkpointer = checkpointing.checkpointer
 
     def _callback_tree(self, arrays_of) -> dict[str, Any]:
@@ -65,7 +68,7 @@ class FitCheckpoints:
 
     def save(self, step: int, state: TrainState, acc: Any, position: Position) -> None:
         """Writes a checkpoint at optimizer step ``step`` (asynchronously)."""
-        from jaxdl.checkpoint.manager import storable
+        from jaxdl.checkpoint.targets import storable
 
         tree = {"state": storable(state), "acc": acc}
         extra = self._callback_tree(lambda cb: cb.checkpoint_arrays())
@@ -80,15 +83,19 @@ class FitCheckpoints:
                 "history": {k: list(v) for k, v in position.history.items()},
                 "diverged": dict(position.diverged),
                 "callbacks": copy.deepcopy([cb.state_dict() for cb in self.callbacks])}
+        if self.data is not None:
+            meta["data_position"] = copy.deepcopy(self.data.checkpoint_state())
+        # Numbers only: a confusion matrix (2 or more axes) cannot rank checkpoints.
         metrics = ({k: _best_of(v[-1], self.checkpointer.best_mode)
-                    for k, v in position.history.items()} if position.history else None)
+                    for k, v in position.history.items() if np.ndim(v[-1]) <= 1}
+                   if position.history else None)
         self.checkpointer.save(step, tree, meta, metrics)
 
     def restore(self, state: TrainState, acc: Any) -> tuple[TrainState, Any, Position | None]:
         """The newest good checkpoint's state, statistics and position (callbacks reloaded);
         ``(state, acc, None)`` when there is none. ``state``/``acc`` give the structure and
         shardings to restore into."""
-        from jaxdl.checkpoint.manager import storable, unstorable
+        from jaxdl.checkpoint.targets import storable, unstorable
 
         target = {"state": storable(state), "acc": acc}
         extra = self._callback_tree(lambda cb: cb.checkpoint_template(state))
@@ -114,4 +121,6 @@ class FitCheckpoints:
             first=meta["position"]["step_in_epoch"],
             history={k: list(v) for k, v in meta["history"].items()},
             finished=meta["finished"], diverged=dict(meta.get("diverged", {})))
+        if self.data is not None:
+            position = self.data.resume(position, meta.get("data_position"))
         return unstorable(tree["state"]), tree["acc"], position

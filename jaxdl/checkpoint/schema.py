@@ -89,11 +89,16 @@ def _history(meta: dict[str, Any]) -> None:
     if not isinstance(history, dict):
         raise _bad("history", "a {name: [value per epoch]} object", history)
     for key, values in history.items():
-        if not isinstance(values, list) or not all(
-                _number(v) or (isinstance(v, list) and all(_number(m) for m in v))
-                for v in values):
+        # Per epoch: a number, or nested lists of them (one per member; a confusion matrix).
+        if not isinstance(values, list) or not all(_numbers(v) for v in values):
             raise _bad(f"history[{key!r}]", "a list of numbers (or of lists of numbers, one "
                        "per member)", values)
+
+
+def _numbers(value: Any, depth: int = 0) -> bool:
+    if isinstance(value, list):
+        return depth < 3 and all(_numbers(v, depth + 1) for v in value)
+    return _number(value)
 
 
 def _progress(meta: dict[str, Any]) -> None:
@@ -117,22 +122,47 @@ def _progress(meta: dict[str, Any]) -> None:
         raise _bad("config", "an object", meta["config"])
 
 
+def _is_shape(features: Any) -> bool:
+    return isinstance(features, list) and len(features) <= 8 and all(
+        isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= _LIMIT for n in features)
+
+
+def _is_shape_tree(features: Any, depth: int = 0) -> bool:
+    """A pytree of shapes (a model with several inputs): dicts and lists of shapes."""
+    if depth > 8:
+        return False
+    if _is_shape(features):
+        return True
+    items = features.values() if isinstance(features, dict) else features
+    return isinstance(features, dict | list) and 0 < len(features) <= 64 and all(
+        _is_shape_tree(f, depth + 1) for f in items)
+
+
+def _is_dtype(dtype: Any) -> bool:
+    try:
+        return isinstance(dtype, str) and np.dtype(dtype).kind in "biuf" and (
+            str(np.dtype(dtype)) == dtype)
+    except TypeError:
+        return False
+
+
+def _dtypes_ok(dtype: Any, depth: int = 0) -> bool:
+    if isinstance(dtype, dict | list) and depth <= 8:
+        return all(_dtypes_ok(d, depth + 1)
+                   for d in (dtype.values() if isinstance(dtype, dict) else dtype))
+    return _is_dtype(dtype)
+
+
 def _features(meta: dict[str, Any]) -> tuple[int, ...] | None:
+    """The example shape when the inputs are one array (None for none or a pytree)."""
     features = meta.get("num_features")
-    if features is not None and not (isinstance(features, list) and len(features) <= 8 and all(
-            isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= _LIMIT
-            for n in features)):
-        raise _bad("num_features", "a list of at most 8 positive integers", features)
+    if features is not None and not _is_shape_tree(features):
+        raise _bad("num_features", "a list of at most 8 positive integers (or a pytree of "
+                   "them)", features)
     dtype = meta.get("input_dtype")
-    if dtype is not None:
-        try:
-            ok = isinstance(dtype, str) and np.dtype(dtype).kind in "biuf" and (
-                str(np.dtype(dtype)) == dtype)
-        except TypeError:
-            ok = False
-        if not ok:
-            raise _bad("input_dtype", "the name of a numeric dtype (e.g. 'float32')", dtype)
-    return None if features is None else tuple(features)
+    if dtype is not None and not _dtypes_ok(dtype):
+        raise _bad("input_dtype", "the name of a numeric dtype (e.g. 'float32')", dtype)
+    return tuple(features) if _is_shape(features) else None
 
 
 def _statistic(key: str, value: Any, shape: tuple[int, ...] | None, positive: bool = False

@@ -7,7 +7,7 @@
     pipe = jdl.data.Pipeline(records, batch_size=32, seed=0)   # grain, same order as arrays
 """
 
-from jaxdl.data import arrays, augment, text, validate
+from jaxdl.data import arrays, augment, text, trees, validate
 from jaxdl.data.datasets import Dataset, load
 from jaxdl.data.pipeline import Pipeline
 from jaxdl.data.records import Records, RecordWriter, open_records, write_records
@@ -15,4 +15,4 @@ from jaxdl.data.transforms import Cleaned, MinMaxScaler, Standardizer, clean, sc
 
 __all__ = ["Cleaned", "Dataset", "MinMaxScaler", "Pipeline", "RecordWriter", "Records",
            "Standardizer", "arrays", "augment", "clean", "load", "open_records",
-           "scaler_from_dict", "text", "validate", "write_records"]
+           "scaler_from_dict", "text", "trees", "validate", "write_records"]

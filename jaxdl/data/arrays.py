@@ -21,6 +21,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+# Examples per step when none is given (Keras' default).
+DEFAULT_BATCH_SIZE = 32
+
 
 def steps_per_epoch(num_examples: int, batch_size: int) -> int:
     """Number of batches in one pass, the last one possibly partial."""

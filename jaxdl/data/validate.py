@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from jaxdl import errors
+from jaxdl.data import trees
 
 
 def nonfinite_rows(array: np.ndarray) -> np.ndarray:
@@ -20,8 +21,38 @@ def nonfinite_rows(array: np.ndarray) -> np.ndarray:
     return np.flatnonzero(~np.isfinite(array.reshape(len(array), -1)).all(axis=1))
 
 
-def as_features(x: Any, argument: str = "x") -> np.ndarray:
-    """``x`` as a numeric numpy array [n, ...] (float32 unless integer), checked finite."""
+def as_features(x: Any, argument: str = "x") -> Any:
+    """``x`` as a numeric numpy array [n, ...] (float32 unless integer), checked finite.
+
+    A pytree of arrays (dict, tuple, list: :mod:`jaxdl.data.trees`) is checked leaf by
+    leaf, each like a plain ``x``, and every leaf must hold the same number of examples;
+    errors name the leaf (``x['meta']``).
+    """
+    if trees.is_tree(x):
+        tree = trees.map_with_path(lambda path, leaf: _features(leaf, argument + path), x)
+        _same_rows(tree, argument)
+        return tree
+    return _features(x, argument)
+
+
+def _same_rows(tree: Any, argument: str, num_examples: int | None = None,
+               x_argument: str = "x") -> None:
+    """Raises unless every leaf of ``tree`` has ``num_examples`` rows (default: the first's)."""
+    found: list[tuple[str, int]] = []
+    trees.map_with_path(lambda path, leaf: found.append((path, len(leaf))), tree)
+    if not found:
+        raise errors.input_error(argument, "a pytree with at least one array", repr(tree),
+                                 f"pass {argument} as an array or a dict of arrays")
+    expected = found[0][1] if num_examples is None else num_examples
+    for path, n in found:
+        if n != expected:
+            what = (f"{expected} examples, as {argument}{found[0][0]} has" if num_examples is None
+                    else f"one label per example of {x_argument} ({expected})")
+            raise errors.input_error(argument + path, what, f"{n}",
+                                     "give every input and label leaf the same number of rows")
+
+
+def _features(x: Any, argument: str) -> np.ndarray:
     if x is None:
         raise errors.type_error(argument, "an array of examples [n, features...]", "None",
                                 f"pass the input data as {argument}=array")
@@ -55,8 +86,18 @@ def as_features(x: Any, argument: str = "x") -> np.ndarray:
 
 
 def as_labels(y: Any, num_examples: int, argument: str = "y", x_argument: str = "x"
-              ) -> np.ndarray:
-    """``y`` as a numpy array [n, ...] whose length matches ``x``'s."""
+              ) -> Any:
+    """``y`` as a numpy array [n, ...] whose length matches ``x``'s; a pytree of label
+    arrays (a model with several outputs) leaf by leaf, errors naming the leaf."""
+    if trees.is_tree(y):
+        tree = trees.map_with_path(lambda path, leaf: _labels(
+            leaf, num_examples, argument + path, x_argument), y)
+        _same_rows(tree, argument, num_examples, x_argument)
+        return tree
+    return _labels(y, num_examples, argument, x_argument)
+
+
+def _labels(y: Any, num_examples: int, argument: str, x_argument: str) -> np.ndarray:
     if y is None:
         raise errors.type_error(argument, "labels, one per example", "None",
                                 f"pass labels, e.g. fit(x, {argument}=labels)")

@@ -155,3 +155,9 @@ def population(config: ml_collections.ConfigDict) -> dict[str, Any] | None:
         expanded = population_lib.expand(hparams, size, seed=config.seed)
     return {"size": size, "seeds": seeds, "hparams": expanded,
             "data_seed": config.seed if spec.data_order == "shared" else seeds}
+
+
+def class_weight(config: ml_collections.ConfigDict) -> Any:
+    """``data.class_weight`` as fit takes it: None, "balanced" or a {label: weight} dict."""
+    value = config.data.class_weight
+    return value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value

@@ -24,11 +24,12 @@ def get_config() -> ml_collections.ConfigDict:
     # [8, 8, 1] pixels in [0, 1] (for CNNs) instead of 64 standardized columns.
     # name="text" (experiments/charlm.py): windows of seq_len bytes, every stride bytes
     # (0: seq_len); max_bytes / eval_bytes > 0 spread that many bytes of windows over the
-    # training / evaluation files.
+    # training / evaluation files. class_weight: None (unweighted), "balanced" (sklearn's
+    # n / (classes * count)) or {label: weight} (keys as strings, e.g. {"1": 3.0}).
     c.data = ml_collections.ConfigDict(dict(
         name="breast_cancer", val_fraction=0.15, test_fraction=0.2, standardize=True,
         clean=True, records="", pipeline="auto", images=False, seq_len=128, stride=0,
-        max_bytes=0, eval_bytes=0))
+        max_bytes=0, eval_bytes=0, class_weight=None))
     c.model = ml_collections.ConfigDict(dict(
         name="mlp", features=(10, 10, 1), activation="relu", dropout_rate=0.0))
     c.loss = "binary_crossentropy"

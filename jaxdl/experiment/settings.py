@@ -62,6 +62,7 @@ RENAMED = {
     "data placement": "sharding.data_placement", "padding": "augment.crop_padding",
     "stddev": "augment.noise_std", "rate": "augment.feature_dropout",
     "alpha": "augment.mixup_alpha", "mode": "augment.crop_mode", "keep": "checkpoint.keep",
+    "class_weight": "data.class_weight",
 }
 
 

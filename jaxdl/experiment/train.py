@@ -228,6 +228,6 @@ def _train(config: ml_collections.ConfigDict, given: ml_collections.ConfigDict,
                 batch_size=config.batch_size, validation_data=validation,
                 shuffle=config.shuffle, seed=seed, callbacks=callbacks, verbose=0,
                 steps_per_dispatch=config.steps_per_dispatch, checkpointing=checkpointing,
-                log_norms=config.log_norms)
+                log_norms=config.log_norms, class_weight=build.class_weight(config))
     return report_results(config, workdir, trainer, fitted, data, recorders, cache, seed,
                           validation is not None, quiet)

@@ -83,7 +83,7 @@ class Placement:
         members = None
         if population:
             members = jax.tree.leaves(abstract_state)[0].shape[0]
-            groups = self.mesh.shape["population"]
+            groups = self.mesh.shape.get("population", 1)
             if members % groups:
                 raise errors.input_error(
                     "population", f"a member count divisible by the mesh's population axis "
@@ -97,10 +97,17 @@ class Placement:
             self.rules, self.logical_rules)
         if members is None:
             return state_shardings(abstract_state, specs, self.mesh, tx=tx)
-        specs = jax.tree.map(lambda spec: PartitionSpec("population", *spec), specs,
+        axis = self.population_axis
+        specs = jax.tree.map(lambda spec: PartitionSpec(axis, *spec), specs,
                              is_leaf=lambda x: isinstance(x, PartitionSpec))
         return state_shardings(abstract_state, specs, self.mesh,
-                               default=PartitionSpec("population"), tx=tx)
+                               default=PartitionSpec(axis), tx=tx)
+
+    @property
+    def population_axis(self) -> str | None:
+        """The mesh axis a population's members are split over; None for a raw
+        ``jax.sharding.Mesh`` without one (every device then holds every member)."""
+        return "population" if "population" in self.mesh.axis_names else None
 
     def check_batch(self, batch_size: int, argument: str = "batch_size") -> None:
         if batch_size % self.data_parallel:
@@ -111,17 +118,20 @@ class Placement:
                 f"use a multiple of {self.data_parallel}, e.g. "
                 f"{max(self.data_parallel, batch_size // self.data_parallel * self.data_parallel)}")
 
-    def constrain_batch(self, batch: dict[str, jax.Array], member_axis: bool = False
-                        ) -> dict[str, jax.Array]:
-        """Inside jit: every batch array split over (data, fsdp) along its first axis.
+    def constrain_batch(self, batch: dict[str, Any], member_axis: bool = False
+                        ) -> dict[str, Any]:
+        """Inside jit: every batch array (each leaf of a pytree x or y) split over
+        (data, fsdp) along its first axis.
 
-        ``member_axis``: x and y are [N, B, ...] (each population member's own batch): the
-        member axis goes over ``population``, the batch axis over (data, fsdp).
+        ``member_axis``: x, y and weight are [N, B, ...] (each population member's own
+        batch): the member axis goes over ``population``, the batch axis over (data, fsdp).
         """
         sharding = self.batch_sharding()
-        per_member = NamedSharding(self.mesh, PartitionSpec("population", BATCH_AXES))
-        return {k: jax.lax.with_sharding_constraint(
-            v, per_member if member_axis and k != "mask" else sharding)
+        if member_axis:
+            per_member = NamedSharding(self.mesh, PartitionSpec(self.population_axis,
+                                                                BATCH_AXES))
+        return {k: jax.tree.map(lambda a, k=k: jax.lax.with_sharding_constraint(
+            a, per_member if member_axis and k != "mask" else sharding), v)
             for k, v in batch.items()}
 
     def put_replicated(self, tree: Any) -> Any:
@@ -142,13 +152,12 @@ class Placement:
         and ``jax.make_array_from_process_local_data`` assembles the global arrays.
         """
         rows = self.local_rows(batch_size)
-        return self.feed_local({key: value[idx[:, :, rows]] for key, value in arrays.items()},
-                               batch_size)
+        return self.feed_local({key: jax.tree.map(lambda a: a[idx[:, :, rows]], value)
+                                for key, value in arrays.items()}, batch_size)
 
     def feed_local(self, local: dict[str, Any], batch_size: int) -> dict[str, jax.Array]:
         """Global [E, S, B, ...] arrays from this process's rows [E, S, local rows, ...]
         (:meth:`local_rows`; e.g. what a :class:`jaxdl.data.Pipeline` read)."""
         sharding = NamedSharding(self.mesh, PartitionSpec(None, None, BATCH_AXES))
-        return {key: jax.make_array_from_process_local_data(
-            sharding, value, (*value.shape[:2], batch_size, *value.shape[3:]))
-            for key, value in local.items()}
+        return jax.tree.map(lambda value: jax.make_array_from_process_local_data(
+            sharding, value, (*value.shape[:2], batch_size, *value.shape[3:])), local)

@@ -58,7 +58,9 @@ def _from_json(value: Any, dtype: Any = np.float64) -> Any:
 def member_logs(logs: dict[str, Any], members: Any = None) -> list[tuple[int | None, dict]]:
     """``[(None, logs)]`` for one model; ``[(i, logs of member i), ...]`` for a population
     (the members the epoch trained, when ``members``, the fit's
-    :class:`~jaxdl.train.members.MemberView`, is given)."""
+    :class:`~jaxdl.train.members.MemberView`, is given). Matrix-valued metrics (the
+    confusion matrix: 2 or more axes) are left out: the writers record numbers."""
+    logs = {k: v for k, v in logs.items() if np.ndim(v) < 2}
     sizes = {np.size(v) for v in logs.values() if np.ndim(v)}
     if not sizes:
         return [(None, {k: float(v) for k, v in logs.items()})]

@@ -53,15 +53,19 @@ def state_shape(meta: dict[str, Any]) -> tuple[int | None, list[str]]:
     return size, names
 
 
-def sample_of(meta: dict[str, Any], sample_x: Any) -> np.ndarray:
-    """A one-example input like the one the state was trained on."""
+def sample_of(meta: dict[str, Any], sample_x: Any) -> Any:
+    """A one-example input like the one the state was trained on (a pytree for a model
+    with several inputs: meta holds a tree of shapes, see :func:`jaxdl.data.trees.shapes`)."""
+    from jaxdl.data import trees
+
     if sample_x is not None:
-        return np.asarray(sample_x)[:1]
+        return trees.take(sample_x, slice(0, 1)) if trees.is_tree(sample_x) else (
+            np.asarray(sample_x)[:1])
     if "num_features" not in meta:
         raise errors.input_error("sample_x", "an example of the inputs (this checkpoint does "
                                  "not record their shape)", "None",
                                  "pass trainer.restore(directory, sample_x=x[:1])")
-    return np.zeros((1, *meta["num_features"]), meta.get("input_dtype", "float32"))
+    return trees.zeros(meta["num_features"], meta.get("input_dtype", "float32"))
 
 
 def restore(trainer: Any, directory: str | Path, sample_x: Any = None

@@ -71,11 +71,13 @@ class Members:
 
     def logs(self, logs: dict[str, Any]) -> dict[str, Any]:
         """Floats for one model; float64 [N] for a population, NaN where a member stopped."""
-        if self.size is None:
-            return {k: float(v) for k, v in logs.items()}
+        if self.size is None:  # a matrix-valued metric (confusion) as nested lists
+            return {k: float(v) if np.ndim(v) == 0 else np.asarray(v, np.float64).tolist()
+                    for k, v in logs.items()}
         out = {}
         for key, value in logs.items():
-            value = np.array(value, np.float64).reshape(self.size)
+            value = np.array(value, np.float64)
+            value = value.reshape(self.size, *value.shape[1:] if value.ndim > 1 else ())
             value[~self.shown] = np.nan
             out[key] = value
         return out

@@ -187,7 +187,7 @@ def summarize(model: nn.Module, state: Any, x: Any, *, precision: str = "float32
     abstract = lambda tree: jax.tree.map(
         lambda a: jax.ShapeDtypeStruct(strip(a), a.dtype), tree)
     variables = {"params": abstract(state.params), "model_state": abstract(state.model_state)}
-    x = jax.ShapeDtypeStruct(tuple(x.shape), x.dtype)
+    x = jax.tree.map(lambda a: jax.ShapeDtypeStruct(tuple(a.shape), a.dtype), x)
     forward = _forward(model, precision)
     called = _called_modules(forward, variables, x)
     rows = {row.path: row for row in called}
@@ -197,7 +197,8 @@ def summarize(model: nn.Module, state: Any, x: Any, *, precision: str = "float32
         _own_leaves(tree, collection, (), owned)
     for path, row in owned.items():
         rows.setdefault(path, ModuleRow(path)).leaves.extend(row.leaves)
-    return Summary(type(model).__name__, tuple(x.shape), list(rows.values()),
+    # A model with several inputs shows the first's shape (the batch size is common).
+    return Summary(type(model).__name__, tuple(jax.tree.leaves(x)[0].shape), list(rows.values()),
                    perf.step_flops(forward, variables, x), members)
 
 

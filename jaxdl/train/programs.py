@@ -187,7 +187,8 @@ class Programs:
         return stats if acc is None else metrics_lib.merge(acc, stats)
 
     def _predict_all(self, state, x, idx):
-        return jax.lax.map(lambda i: self.predict_step(state, jnp.take(x, i, axis=0)), idx)
+        return jax.lax.map(lambda i: self.predict_step(
+            state, jax.tree.map(lambda a: jnp.take(a, i, axis=0), x)), idx)
 
     def watch(self, first: bool, arguments: dict[str, Any], traces_before: int) -> None:
         """The recompile watchdog: logs which argument changed when the block compiled again.
@@ -231,10 +232,11 @@ class Programs:
             self._abstract[key] = compute()
         return self._abstract[key]
 
-    def loop_friendly(self, state: TrainState, x: jax.Array) -> bool:
-        """Whether this model runs at full speed inside a rolled scan (decided once)."""
+    def loop_friendly(self, state: TrainState, x: Any) -> bool:
+        """Whether this model runs at full speed inside a rolled scan (decided once);
+        ``x``: inputs [n, ...] or a pytree of them."""
         if self._loop_friendly is None:
-            sample = jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype)
+            sample = jax.tree.map(lambda a: jax.ShapeDtypeStruct((1, *a.shape[1:]), a.dtype), x)
             self._loop_friendly = fuse.loop_friendly(self.outputs, self.member_spec(state),
                                                      sample)
         return self._loop_friendly

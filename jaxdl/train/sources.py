@@ -21,16 +21,19 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdl import errors
-from jaxdl.data import arrays
+from jaxdl.data import arrays, trees
 from jaxdl.train.members import Members
 from jaxdl.train.plan import Dispatch, Plan
 
 
-def on_device(x: np.ndarray, y: np.ndarray | None = None, placement: Any = None
-              ) -> dict[str, jax.Array]:
+def on_device(x: Any, y: Any = None, placement: Any = None, weight: np.ndarray | None = None
+              ) -> dict[str, Any]:
     """The data set on device for the whole run (replicated over a mesh: batches are
-    gathered from it on device, then split over the data axes)."""
+    gathered from it on device, then split over the data axes). ``x``, ``y``: arrays or
+    pytrees of arrays [n, ...]; ``weight``: per-example weights [n] float32, or None."""
     data = {"x": x} if y is None else {"x": x, "y": y}
+    if weight is not None:
+        data["weight"] = weight
     if placement is not None:
         return placement.put_replicated(data)
     return jax.tree.map(jnp.asarray, data)
@@ -81,12 +84,14 @@ class _EpochOrder:
 class ArraySource:
     """In-memory arrays, on the devices or fed from the host per dispatch."""
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool,
-                 members: Members, placement: Any = None, host_fed: bool = False):
-        self.num_examples, self.host_fed = len(x), host_fed
-        self._arrays, self._placement, self._batch_size = {"x": x, "y": y}, placement, batch_size
-        self._order = _EpochOrder(len(x), batch_size, shuffle, members)
-        self.data = None if host_fed else on_device(x, y, placement)
+    def __init__(self, x: Any, y: Any, batch_size: int, shuffle: bool,
+                 members: Members, placement: Any = None, host_fed: bool = False,
+                 weight: np.ndarray | None = None):
+        self.num_examples, self.host_fed = trees.rows(x), host_fed
+        self._arrays = {"x": x, "y": y} if weight is None else {"x": x, "y": y, "weight": weight}
+        self._placement, self._batch_size = placement, batch_size
+        self._order = _EpochOrder(self.num_examples, batch_size, shuffle, members)
+        self.data = None if host_fed else on_device(x, y, placement, weight)
 
     def feed(self, plan: Plan, dispatch: Dispatch) -> Any:
         idx = self._order.indices(plan, dispatch)
@@ -127,9 +132,11 @@ class RecordSource:
         self._pipe.close()
 
 
-def make_source(programs: Any, x: np.ndarray, y: np.ndarray, records: Any, batch_size: int,
-            shuffle: bool, members: Members) -> BatchSource:
-    """Where the training batches come from (see :mod:`jaxdl.train.sources`)."""
+def make_source(programs: Any, x: Any, y: Any, records: Any, batch_size: int,
+                shuffle: bool, members: Members, weight: np.ndarray | None = None
+                ) -> BatchSource:
+    """Where the training batches come from (see :mod:`jaxdl.train.sources`); ``weight``:
+    per-example weights [n] that ride along in every batch as ``batch["weight"]``."""
     placement = programs.placement
     host_fed = records is not None or (placement is not None and placement.host_data)
     if host_fed and programs.population == "member":
@@ -139,4 +146,4 @@ def make_source(programs: Any, x: np.ndarray, y: np.ndarray, records: Any, batch
                                  "pass one seed, or arrays with data_placement='device'")
     if records is not None:
         return RecordSource(records, batch_size, members.seeds[0], shuffle, placement)
-    return ArraySource(x, y, batch_size, shuffle, members, placement, host_fed)
+    return ArraySource(x, y, batch_size, shuffle, members, placement, host_fed, weight)

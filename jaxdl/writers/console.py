@@ -20,10 +20,12 @@ def format_logs(logs: dict[str, Any]) -> str:
     """``loss 0.1234 · accuracy 0.9500 · val_loss ...`` with 4 significant decimals.
 
     A population's values ([N]) read ``loss 0.0107..0.2329 (median 0.0241)`` over the
-    members that still train.
+    members that still train. Matrix-valued metrics (a confusion matrix) are left out.
     """
     parts = []
     for key, value in logs.items():
+        if np.ndim(value) >= 2:
+            continue
         if not np.ndim(value):
             parts.append(f"{key} {_number(float(value))}")
             continue
