@@ -25,6 +25,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -40,7 +41,8 @@ from jaxdl.errors import CheckpointError, InputError, InputTypeError, NonFiniteE
 from jaxdl.experiment import config as config_lib
 
 DOC = pathlib.Path(__file__).resolve().parents[1] / "docs" / "errors.md"
-SHAPE = re.compile(r"argument '[^']+': expected .+, got .+\. Fix: .+", re.S)
+# An argument may be a pytree leaf: argument 'x['image']'.
+SHAPE = re.compile(r"argument '.+?': expected .+, got .+\. Fix: .+", re.S)
 CLI_ERROR_LINE = re.compile(r"jaxdl( \w+)?: error: ")
 # E043/E068 damage checkpoints on purpose: the kit warns once per checkpoint it sets aside.
 pytestmark = pytest.mark.filterwarnings("ignore:checkpoint .* is unusable:UserWarning")
@@ -59,6 +61,10 @@ class Ctx:
         kwargs = {"epochs": 1, "batch_size": 50, "verbose": 0, **kwargs}
         return self.trainer.fit(self.state, self.x if x is None else x,
                                 self.y if y is None else y, **kwargs)
+
+    def fit_dataset(self, dataset: Any, **kwargs: Any) -> Any:
+        """``trainer.fit`` on a dataset of batches (the batches hold the labels)."""
+        return self.trainer.fit(self.state, dataset, **{"epochs": 1, "verbose": 0, **kwargs})
 
     def fit_with(self, **trainer_kwargs: Any) -> Any:
         """A fit with another Trainer of the same model and optimizer (the state fits it)."""
@@ -231,6 +237,43 @@ def _tensorboard(c):
     from jaxdl.writers.tensorboard import TensorBoardWriter
 
     return TensorBoardWriter(c.folder("tensorboard"))
+
+
+class _TwoOutputs(nn.Module):
+    """Two named outputs from one input: {"a": [B, 1], "b": [B, 1]}."""
+
+    @nn.compact
+    def __call__(self, x):
+        return {"a": nn.Dense(1)(x), "b": nn.Dense(1)(x)}
+
+
+def _two_outputs(c, loss, y):
+    trainer = jdl.Trainer(_TwoOutputs(), loss=loss)
+    state = jdl.Trainer(_TwoOutputs(), loss={"a": "mse", "b": "mse"}).init(0, c.x[:1])
+    return trainer.fit(state, c.x, {k: c.y for k in y}, epochs=1, verbose=0)
+
+
+def _regression_fit(c, **kwargs):
+    trainer = jdl.Trainer(jdl.models.MLP(features=(4, 1)), loss="mse")
+    return trainer.fit(trainer.init(0, c.x[:1]), c.x, c.x[:, 0], verbose=0, **kwargs)
+
+
+class _Empty:
+    """A re-iterable dataset whose every pass yields nothing."""
+
+    def __iter__(self):
+        return iter(())
+
+
+def _row_sum(x):
+    """A predict_fn for the explanation entries: [B, F] -> [B, 1]."""
+    return jnp.sum(x, axis=1, keepdims=True)
+
+
+def _explain(c, *options):
+    """``jaxdl explain`` of the file's finished run on three rows, with ``options``."""
+    return ["explain", "--workdir", c.run, "--input", c.file("x30.csv", _csv(np.zeros((3, 30)))),
+            "--output-csv", str(c.tmp / "explained.csv"), *options]
 
 
 class _ReturnsDict(jdl.Callback):
@@ -703,6 +746,116 @@ CATALOGUE: list[Entry] = [
     Entry("E127", lambda c: _tensorboard(c).write_hparams(0.1, metrics=["loss"]), InputError,
           r"argument 'hparams': expected a mapping name -> value, or one such mapping per "
           r"member, got 0\.1 \(float\)\. Fix: pass e\.g\. \{'learning_rate': 1e-3"),
+    # -- your own data: pytrees, weights and iterables (E128-E148)
+    Entry("E128", lambda c: c.fit({"a": c.x, "b": c.x[:70]}), InputError,
+          r"argument 'x\['b'\]': expected 100 examples, as x\['a'\] has, got 70\. Fix: give "
+          r"every input and label leaf the same number of rows"),
+    Entry("E129", lambda c: c.fit({"a": c.x, "b": np.array(["q"] * 100)}), InputTypeError,
+          r"argument 'x\['b'\]': expected numeric values, got dtype <U1\. Fix: encode "
+          r"non-numeric columns as numbers first"),
+    Entry("E130", lambda c: _two_outputs(c, loss={"a": "mse", "c": "mse"}, y=("a", "c")),
+          InputError,
+          r"argument 'loss': expected a model returning a dict of outputs with the keys of the "
+          r"loss \['a', 'c'\], got \['a', 'b'\]\. Fix: give the model's outputs, the labels and "
+          r"loss= the same names"),
+    Entry("E131", lambda c: jdl.Trainer(_TwoOutputs(), loss={"a": "mse", "b": "mse"},
+                                        loss_weights={"c": 1.0}), InputError,
+          r"argument 'loss_weights': expected keys among the loss's outputs \['a', 'b'\], got "
+          r"\['c'\]\. Fix: name only outputs that have a loss"),
+    Entry("E132", lambda c: jdl.Trainer(jdl.models.MLP(features=(4, 1)), loss="mse",
+                                        metrics={"a": ["mae"]}), InputError,
+          r"argument 'metrics': expected a list with a single loss \(metrics per output need a "
+          r"loss per output\), got \{'a': \['mae'\]\}\. Fix: pass loss=\{name: loss\} per "
+          r"output, or metrics=\[\.\.\.\]"),
+    Entry("E133", lambda c: c.fit(sample_weight=np.ones(3)), InputError,
+          r"argument 'sample_weight': expected one weight per example, shape \(100,\), got "
+          r"shape \(3,\)\. Fix: pass 100 weights, one per row of x"),
+    Entry("E134", lambda c: c.fit(sample_weight=-np.ones(100)), InputError,
+          r"argument 'sample_weight': expected finite weights >= 0, got -1\.0 at row 0\. Fix: "
+          r"replace it \(a weight of 0 leaves the example out\)"),
+    Entry("E135", lambda c: c.fit(class_weight={0: 1.0, 2: 3.0}), InputError,
+          r"argument 'class_weight': expected labels the data has \[0, 1\], got label 2\. Fix: "
+          r"drop it, or check the label encoding"),
+    Entry("E136", lambda c: c.fit(class_weight="balance"), InputError,
+          r"argument 'class_weight': expected 'balanced' or a \{label: weight\} mapping, got "
+          r"'balance'\. Fix: pass class_weight='balanced'"),
+    Entry("E137", lambda c: _regression_fit(c, class_weight={0: 1.0}), InputError,
+          r"argument 'class_weight': expected a classification loss with one label per example "
+          r"\(binary, sparse or one-hot\), got a regression loss with labels of shape \(100,\)\. "
+          r"Fix: pass per-example weights as sample_weight instead"),
+    Entry("E138", lambda c: jdl.Trainer(jdl.models.MLP(features=(4, 3)),
+                                        loss="sparse_categorical_crossentropy", metrics=["tp"]),
+          InputError,
+          r"argument 'metrics': expected metric 'tp' to be used with a binary loss "
+          r"\(binary_crossentropy\), got a multiclass loss\. Fix: use metrics=\['confusion'\]"),
+    Entry("E139", lambda c: jdl.Trainer(jdl.models.MLP(features=(4, 1)), loss="mse",
+                                        metrics=["confusion"]), InputError,
+          r"argument 'metrics': expected metric 'confusion' to be used with a classification "
+          r"loss, got a regression loss\. Fix: drop the metric or pick a loss that matches"),
+    Entry("E140", lambda c: c.fit_dataset([(c.x[:16], c.y[:15])]), InputError,
+          r"argument 'x': expected batches whose arrays all hold the same number \(>= 1\) of "
+          r"rows, one per example, got batch 0 with rows x: 16, y: 15\. Fix: yield x, y and "
+          r"sample_weight with one row per example each"),
+    Entry("E141", lambda c: c.fit_dataset([(c.x[:16], c.y[:16]),
+                                           (c.x[:16], c.y[:16], np.ones(16))]), InputError,
+          r"argument 'x': expected every batch with the first batch's structure, got batch 1 "
+          r"of epoch 0 shaped PyTreeDef\(.*\) where the first was PyTreeDef\(.*\)\. Fix: yield "
+          r"batches of one structure"),
+    Entry("E142", lambda c: c.fit_dataset([(np.full((16, 8), "a"), c.y[:16])]), InputTypeError,
+          r"argument 'x': expected numeric arrays in every batch, got batch 0: x of dtype "
+          r"<U1\. Fix: encode non-numeric values as numbers in the pipeline"),
+    Entry("E143", lambda c: c.fit_dataset(_Empty()), InputError,
+          r"argument 'x': expected a dataset that yields at least one batch, got .* \(_Empty\), "
+          r"which yielded nothing\. Fix: check the pipeline"),
+    Entry("E144", lambda c: c.fit_dataset(b for b in [(c.x[:16], c.y[:16])]), InputError,
+          r"argument 'steps_per_epoch': expected an integer >= 1 with a one-shot iterator \(a "
+          r"generator cannot be read again and its length is unknown\), got None\. Fix: pass "
+          r"steps_per_epoch=N, or a re-iterable"),
+    Entry("E145", lambda c: c.fit_dataset([(c.x[:16], c.y[:16])], shuffle=True), InputError,
+          r"argument 'shuffle': expected None or False with a dataset \(it owns its order\), "
+          r"got True\. Fix: shuffle in the pipeline"),
+    Entry("E146", lambda c: c.fit_dataset([(c.x[:16], c.y[:16])], validation_split=0.2),
+          InputError,
+          r"argument 'validation_split': expected 0 with a dataset \(its batches are not held in "
+          r"memory to cut\), got 0\.2\. Fix: pass validation_data=\(x_val, y_val\)"),
+    Entry("E147", lambda c: c.fit_dataset([(c.x[:8], c.y[:8]), (c.x[:16], c.y[:16])]),
+          InputError,
+          r"argument 'x': expected batches of at most 8 rows \(the first batch's size, or "
+          r"batch_size\), got batch 1 of epoch 0 with 16 rows\. Fix: yield batches no larger"),
+    Entry("E148", lambda c: c.fit_dataset((b for b in [(c.x[:16], c.y[:16])] * 3), epochs=2,
+                                          steps_per_epoch=2), InputError,
+          r"argument 'x': expected an iterator that lasts the whole run \(epochs x "
+          r"steps_per_epoch batches\), got one that ran out after 3 batches \(epoch 1, step 1\)"),
+    # -- explanations (E149-E156)
+    Entry("E149", lambda c: jdl.explain.attribute("lime", _row_sum, np.ones((2, 5), np.float32)),
+          InputError,
+          r"argument 'method': expected one of the known explanation method names "
+          r"\['expected_gradients', .*\], got 'lime'\. Fix: pass a known name"),
+    Entry("E150", lambda c: jdl.explain.integrated_gradients(_row_sum, np.ones((2, 5), np.float32),
+                                                             steps="many"), InputError,
+          r"argument 'steps': expected an integer >= 1 or 'auto', got 'many'\. Fix: pass "
+          r"steps=64, or steps='auto' with a tolerance"),
+    Entry("E151", lambda c: jdl.explain.expected_gradients(
+        _row_sum, np.ones((2, 5), np.float32), background=np.zeros((3, 4), np.float32)),
+          InputError,
+          r"argument 'background': expected reference examples \[M, 5\] \(e\.g\. a sample of "
+          r"training rows\), got shape \(3, 4\)\. Fix: pass rows shaped like x's"),
+    Entry("E152", lambda c: _explain(c, "--member", "1"), CLI,
+          r"argument '--member': expected a population run \(population\.size > 0\), got member "
+          r"1 of a single-model run\. Fix: drop --member"),
+    Entry("E153", lambda c: _explain(c, "--target", "first"), CLI,
+          r"argument '--target': expected 'predicted', 'true', 'all' or a class index, got "
+          r"'first'\. Fix: pass --target predicted"),
+    Entry("E154", lambda c: _explain(c, "--baseline", "train"), CLI,
+          r"argument '--baseline': expected zeros, median or a file of one row \(train: "
+          r"expected_gradients' background only\), got 'train'\. Fix: pass --baseline median"),
+    Entry("E155", lambda c: _explain(c, "--steps", "auto", "--method", "occlusion"), CLI,
+          r"argument '--steps': expected 'auto' with --method integrated_gradients only, got "
+          r"'auto' with occlusion\. Fix: pass --steps N"),
+    Entry("E156", lambda c: _explain(c, "--method", "saliency", "--baseline", "zeros"), CLI,
+          r"argument '--baseline': expected a method that uses a baseline \(integrated_gradients, "
+          r"expected_gradients, occlusion\), got --baseline zeros with saliency\. Fix: drop "
+          r"--baseline"),
 ]
 ENTRIES = {e.id: e for e in CATALOGUE}
 
