@@ -110,3 +110,21 @@ def test_a_batch_the_model_rejects_is_the_users_error():
         trainer.summary(np.zeros((1, 5), np.float32))
     with pytest.raises(jdl.InputTypeError, match=r"argument 'state': expected a jdl\.TrainState"):
         trainer.summary(np.zeros((1, 4), np.float32), state={"params": {}})
+
+
+def test_an_nnx_model_is_named_by_its_own_module():
+    from flax import nnx
+
+    class TwoLayers(nnx.Module):
+        def __init__(self, rngs):
+            self.hidden, self.out = nnx.Linear(4, 8, rngs=rngs), nnx.Linear(8, 1, rngs=rngs)
+
+        def __call__(self, x):
+            return self.out(jax.nn.relu(self.hidden(x)))
+
+    trainer = jdl.Trainer(TwoLayers(nnx.Rngs(0)), loss="mse")
+    x = np.zeros((2, 4), np.float32)
+    text = trainer.summary(x, print_fn=None)
+    assert text.splitlines()[0] == 'Model: "TwoLayers" (input (2, 4))'
+    _check_against_real_state(trainer, x)  # 4*8+8 + 8*1+1 = 49 parameters, as counted
+    assert "total: 49 parameters" in text

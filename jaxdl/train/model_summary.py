@@ -198,7 +198,11 @@ def summarize(model: nn.Module, state: Any, x: Any, *, precision: str = "float32
     for path, row in owned.items():
         rows.setdefault(path, ModuleRow(path)).leaves.extend(row.leaves)
     # A model with several inputs shows the first's shape (the batch size is common).
-    return Summary(type(model).__name__, tuple(jax.tree.leaves(x)[0].shape), list(rows.values()),
+    from jaxdl.models.nnx_model import NNXModel
+
+    # An NNX model is named by the user's module, not by the adapter that wraps it.
+    name = type(model.module if isinstance(model, NNXModel) else model).__name__
+    return Summary(name, tuple(jax.tree.leaves(x)[0].shape), list(rows.values()),
                    perf.step_flops(forward, variables, x), members)
 
 
