@@ -64,3 +64,21 @@ def test_one_flipped_bit_changes_the_weighted_sum():
     a = np.asarray(integrity.checksums(jnp.asarray(x)))
     b = np.asarray(integrity.checksums(jnp.asarray(flipped.view(np.float32))))
     assert a[1] != b[1]
+
+
+@pytest.mark.parametrize("shape, dtype", CASES + [((3, 0), np.float32), ((1,), np.float32)])
+def test_the_host_checksums_of_a_cpu_array_equal_the_device_ones(shape, dtype):
+    rng = np.random.default_rng(5)
+    if dtype is np.bool_:
+        leaf = jnp.asarray(rng.random(shape) > 0.5)
+    else:
+        leaf = jnp.asarray((rng.normal(size=shape) * 100).astype(np.float32)).astype(dtype)
+    tree = {"leaf": leaf, "key": jax.random.key(7)}
+    assert integrity.on_host(tree)
+    assert integrity.host_checksums(tree) == integrity.fetch_checksums(integrity.checksums(tree))
+
+
+def test_a_sharded_tree_is_not_checked_on_the_host():
+    mesh = jax.make_mesh((8,), ("data",))
+    sharded = jax.device_put(jnp.zeros((16, 2)), jax.NamedSharding(mesh, jax.P("data")))
+    assert not integrity.on_host({"a": sharded}) and integrity.on_host({"a": jnp.zeros(3)})

@@ -21,7 +21,14 @@ import jax
 
 from jaxdl import errors
 from jaxdl.checkpoint import digests
-from jaxdl.checkpoint.integrity import Damaged, checksums, fetch_checksums, meta_checksum
+from jaxdl.checkpoint.integrity import (
+    Damaged,
+    checksums,
+    fetch_checksums,
+    host_checksums,
+    meta_checksum,
+    on_host,
+)
 from jaxdl.checkpoint.schema import check_meta
 
 
@@ -121,7 +128,7 @@ def bad_leaves(tree: Any, expected: dict[str, list[int]] | None) -> list[str]:
     newest step, saved right before the process stopped)."""
     if expected is None:
         return []
-    actual = fetch_checksums(checksums(tree))
+    actual = host_checksums(tree) if on_host(tree) else fetch_checksums(checksums(tree))
     return [leaf for leaf, value in actual.items() if expected.get(leaf) != value]
 
 
