@@ -151,3 +151,32 @@ def test_spmd_strategies_take_the_mean_gradient_not_the_sum(blobs, strategy):
 
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
                  fitted(mesh={"data": 8}, strategy=strategy), fitted())
+
+
+@pytest.mark.parametrize("shape, names", [((8,), ("data",)), ((4, 2), ("data", "fsdp")),
+                                          ((2, 2, 2), ("data", "fsdp", "tensor"))])
+def test_a_users_own_mesh_with_explicit_or_missing_axes_trains_like_one_device(blobs, shape,
+                                                                               names):
+    """jax.make_mesh's default axis type is Explicit, and a raw mesh may name only the axes
+    it uses: the kit runs on the same devices with Auto axes and size-1 others."""
+    x, y = blobs
+
+    def fitted(**kwargs):
+        trainer = jdl.Trainer(jdl.models.MLP(features=(8, 1)), loss="binary_crossentropy",
+                              optimizer=optax.sgd(0.1), **kwargs)
+        state = trainer.init(jax.random.key(0), x[:1])
+        return jax.device_get(trainer.fit(state, x, y, epochs=1, batch_size=16, verbose=0)
+                              .state.params)
+
+    mesh = jax.make_mesh(shape, names)
+    assert set(mesh.axis_types) == {jax.sharding.AxisType.Explicit}
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                 fitted(mesh=mesh), fitted())
+
+
+def test_a_mesh_axis_the_kit_does_not_know_is_named():
+    with pytest.raises(jdl.InputError, match=r"argument 'mesh': expected a jax\.sharding\.Mesh "
+                                             r"whose axes are among \['population', 'data', "
+                                             r"'fsdp', 'tensor'\], got axes \['batch'\]"):
+        jdl.Trainer(jdl.models.MLP(features=(4, 1)), loss="mse",
+                    mesh=jax.make_mesh((8,), ("batch",)))

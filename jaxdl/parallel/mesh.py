@@ -79,3 +79,33 @@ def make_mesh(spec: Mapping[str, Any] | None = None,
             "make the sizes multiply to the device count, or use -1 for one axis")
     return jax.make_mesh(sizes, MESH_AXES, devices=devices,
                          axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES))
+
+
+def from_user_mesh(mesh: jax.sharding.Mesh) -> jax.sharding.Mesh:
+    """A user's own ``jax.sharding.Mesh`` as the kit runs on it: the same devices, its axes
+    made Auto, and each kit axis it lacks (``data``, ``fsdp``, ``tensor``) added with size 1.
+
+    Auto: the kit places batches and parameters with sharding constraints the compiler
+    propagates; under Explicit axes (``jax.make_mesh``'s default) those would have to be
+    typed by hand. A missing ``population`` axis is not added: every device then holds
+    every member.
+
+    Raises:
+      InputError: an axis the kit does not know (it could not be given a meaning).
+    """
+    unknown = [name for name in mesh.axis_names if name not in MESH_AXES]
+    if unknown:
+        raise errors.input_error(
+            "mesh", f"a jax.sharding.Mesh whose axes are among {list(MESH_AXES)}",
+            f"axes {list(mesh.axis_names)}", f"rename {unknown[0]!r} to the kit axis it "
+            "plays (e.g. 'data' for batch splitting), or pass mesh={'data': -1}")
+    names = list(mesh.axis_names)
+    devices = mesh.devices
+    for axis in ("data", "fsdp", "tensor"):
+        if axis not in names:
+            names.append(axis)
+            devices = devices[..., None]
+    auto = (jax.sharding.AxisType.Auto,) * len(names)
+    if tuple(names) == tuple(mesh.axis_names) and tuple(mesh.axis_types) == auto:
+        return mesh
+    return jax.sharding.Mesh(devices, tuple(names), axis_types=auto)

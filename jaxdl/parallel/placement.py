@@ -15,7 +15,7 @@ import jax
 from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxdl import errors
-from jaxdl.parallel.mesh import make_mesh
+from jaxdl.parallel.mesh import from_user_mesh, make_mesh
 from jaxdl.parallel.rules import Rule, partition_specs, state_shardings
 
 BATCH_AXES = ("data", "fsdp")
@@ -46,7 +46,8 @@ class Placement:
         # "device": the data set replicated on every device, batches gathered there;
         # "host": each process sends only its slice of every global batch (multi-host).
         self.host_data = data == "host" or (data == "auto" and jax.process_count() > 1)
-        self.mesh = mesh if isinstance(mesh, jax.sharding.Mesh) else make_mesh(mesh)
+        self.mesh = (from_user_mesh(mesh) if isinstance(mesh, jax.sharding.Mesh)
+                     else make_mesh(mesh))
         if strategy == "pmap" and self.mesh.shape["tensor"] != 1:
             raise errors.input_error(
                 "mesh", "tensor=1 for the pmap strategy (it replicates parameters and splits "
