@@ -856,6 +856,12 @@ CATALOGUE: list[Entry] = [
           r"argument '--baseline': expected a method that uses a baseline \(integrated_gradients, "
           r"expected_gradients, occlusion\), got --baseline zeros with saliency\. Fix: drop "
           r"--baseline"),
+    # -- your own mesh (E157)
+    Entry("E157", lambda c: jdl.Trainer(jdl.models.MLP(features=(4, 1)), loss="mse",
+                                        mesh=jax.make_mesh((8,), ("batch",))), InputError,
+          r"argument 'mesh': expected a jax\.sharding\.Mesh whose axes are among "
+          r"\['population', 'data', 'fsdp', 'tensor'\], got axes \['batch'\]\. Fix: rename "
+          r"'batch' to the kit axis it plays"),
 ]
 ENTRIES = {e.id: e for e in CATALOGUE}
 

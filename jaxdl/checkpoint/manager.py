@@ -71,7 +71,7 @@ class Checkpointer:
       root: when given, ``directory`` must resolve inside it (a run's workdir): a
         ``checkpoints`` link to another run's folder is refused.
       verify: "full" (default): a restore checks every array's checksum against the
-        step's digest (on device; about a quarter of the read's time on a CPU); "none":
+        step's digest (a tenth of the read's time for a CPU state); "none":
         the meta, its digest and the structure are still checked, the arrays' bytes are
         trusted as Orbax reads them (for a state too large to checksum at restore).
 
