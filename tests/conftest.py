@@ -39,3 +39,24 @@ def binary_trainer():
     model = jdl.models.MLP(features=(16, 1))
     return jdl.Trainer(model, optimizer="adam", learning_rate=0.05, loss="binary_crossentropy",
                        metrics=["accuracy"])
+
+
+@pytest.fixture(scope="session")
+def poison_once():
+    """A callback class: ``PoisonOnce(epoch)`` sets the parameters to NaN once, after
+    ``epoch`` (its flag is not checkpointed), for nan_policy="rollback" to undo."""
+    import jax
+
+    import jaxdl as jdl
+
+    class PoisonOnce(jdl.Callback):
+        def __init__(self, epoch):
+            self.epoch, self.done = epoch, False
+
+        def on_epoch_end(self, epoch, logs, state):
+            if epoch == self.epoch and not self.done:
+                self.done = True
+                return state.replace(params=jax.tree.map(lambda p: p * np.nan, state.params))
+            return state
+
+    return PoisonOnce

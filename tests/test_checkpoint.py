@@ -221,29 +221,16 @@ def test_nan_policy_skip_counts_and_skips():
     assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(fitted.params))
 
 
-class _PoisonOnce(jdl.Callback):
-    """Sets the parameters to NaN once, after ``epoch`` (its flag is not checkpointed)."""
-
-    def __init__(self, epoch):
-        self.epoch, self.done = epoch, False
-
-    def on_epoch_end(self, epoch, logs, state):
-        if epoch == self.epoch and not self.done:
-            self.done = True
-            return state.replace(params=jax.tree.map(lambda p: p * jnp.nan, state.params))
-        return state
-
-
-def test_nan_policy_rollback_reloads_and_ends_like_a_clean_run(blobs, tmp_path):
+def test_nan_policy_rollback_reloads_and_ends_like_a_clean_run(blobs, tmp_path, poison_once):
     x, y = blobs
     trainer = jdl.Trainer(jdl.models.MLP(features=(8, 1)), loss="binary_crossentropy",
                           nan_policy="rollback")
     state = trainer.init(jax.random.key(0), x[:1])
     clean, clean_history = trainer.fit(state, x, y, epochs=5, batch_size=16, verbose=0,
-                                       callbacks=[_PoisonOnce(-1)])
+                                       callbacks=[poison_once(-1)])
     with Checkpointer(tmp_path) as ckpt, pytest.warns(UserWarning, match="rolling back"):
         rolled, history = trainer.fit(state, x, y, epochs=5, batch_size=16, verbose=0,
-                                      callbacks=[_PoisonOnce(2)],
+                                      callbacks=[poison_once(2)],
                                       checkpointing=Checkpointing(ckpt, every_epochs=2))
     jax.tree.map(np.testing.assert_array_equal, rolled.params, clean.params)
     assert history["loss"] == clean_history["loss"]

@@ -237,20 +237,7 @@ def test_a_grain_loader_resumes_mid_epoch_from_its_saved_state(blobs, binary_tra
     assert _max_diff(whole.params, resumed.params) == 0
 
 
-class _PoisonOnce(jdl.Callback):
-    """NaN parameters at the end of one epoch (once): nan_policy="rollback" must reload."""
-
-    def __init__(self, epoch):
-        self.epoch, self.done = epoch, False
-
-    def on_epoch_end(self, epoch, logs, state):
-        if epoch == self.epoch and not self.done:
-            self.done = True
-            return state.replace(params=jax.tree.map(lambda p: p * np.nan, state.params))
-        return state
-
-
-def test_a_rollback_puts_the_dataset_back_too(blobs, tmp_path):
+def test_a_rollback_puts_the_dataset_back_too(blobs, tmp_path, poison_once):
     from jaxdl import checkpoint
 
     x, y = blobs
@@ -258,11 +245,11 @@ def test_a_rollback_puts_the_dataset_back_too(blobs, tmp_path):
                           nan_policy="rollback")
     state = trainer.init(0, x[:1])
     clean, clean_history = trainer.fit(state, _grain_map(x, y), epochs=5, verbose=0,
-                                       callbacks=[_PoisonOnce(-1)])
+                                       callbacks=[poison_once(-1)])
     with checkpoint.Checkpointer(tmp_path) as ckpt, pytest.warns(UserWarning,
                                                                  match="rolling back"):
         rolled, history = trainer.fit(state, _grain_map(x, y), epochs=5, verbose=0,
-                                      callbacks=[_PoisonOnce(2)],
+                                      callbacks=[poison_once(2)],
                                       checkpointing=checkpoint.Checkpointing(ckpt,
                                                                              every_epochs=2))
     assert _max_diff(rolled.params, clean.params) == 0
