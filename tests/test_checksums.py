@@ -29,13 +29,16 @@ CASES = [((3, 5, 7), np.float32), ((10,), np.int32), ((), np.float32), ((4, 3), 
          ((2, 3, 4, 5, 6), np.int8), ((8, 16), jnp.bfloat16)]
 
 
+def _leaf(shape, dtype, seed):
+    rng = np.random.default_rng(seed)
+    if dtype is np.bool_:
+        return jnp.asarray(rng.random(shape) > 0.5)
+    return jnp.asarray((rng.normal(size=shape) * 100).astype(np.float32)).astype(dtype)
+
+
 @pytest.mark.parametrize("shape, dtype", CASES)
 def test_checksums_equal_the_numpy_definition(shape, dtype):
-    rng = np.random.default_rng(0)
-    if dtype is np.bool_:
-        leaf = jnp.asarray(rng.random(shape) > 0.5)
-    else:
-        leaf = jnp.asarray((rng.normal(size=shape) * 100).astype(np.float32)).astype(dtype)
+    leaf = _leaf(shape, dtype, seed=0)
     assert np.asarray(integrity.checksums(leaf)).tolist() == numpy_checksum(leaf)
 
 
@@ -68,12 +71,7 @@ def test_one_flipped_bit_changes_the_weighted_sum():
 
 @pytest.mark.parametrize("shape, dtype", CASES + [((3, 0), np.float32), ((1,), np.float32)])
 def test_the_host_checksums_of_a_cpu_array_equal_the_device_ones(shape, dtype):
-    rng = np.random.default_rng(5)
-    if dtype is np.bool_:
-        leaf = jnp.asarray(rng.random(shape) > 0.5)
-    else:
-        leaf = jnp.asarray((rng.normal(size=shape) * 100).astype(np.float32)).astype(dtype)
-    tree = {"leaf": leaf, "key": jax.random.key(7)}
+    tree = {"leaf": _leaf(shape, dtype, seed=5), "key": jax.random.key(7)}
     assert integrity.on_host(tree)
     assert integrity.host_checksums(tree) == integrity.fetch_checksums(integrity.checksums(tree))
 

@@ -135,22 +135,29 @@ def test_flax_logical_axis_names_map_to_mesh_axes(blobs):
     assert np.isfinite(history["loss"][0])
 
 
+def _sgd_params(blobs, epochs, **trainer_kwargs):
+    """Params after ``epochs`` of plain SGD on ``blobs`` (an update that is the gradient
+    itself: any scale error in it shows)."""
+    x, y = blobs
+    trainer = jdl.Trainer(jdl.models.MLP(features=(8, 1)), loss="binary_crossentropy",
+                          optimizer=optax.sgd(0.1), **trainer_kwargs)
+    state = trainer.init(jax.random.key(0), x[:1])
+    return jax.device_get(trainer.fit(state, x, y, epochs=epochs, batch_size=16, verbose=0)
+                          .state.params)
+
+
+def _assert_close(actual, expected):
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                 actual, expected)
+
+
 @pytest.mark.parametrize("strategy", ["shard_map", "pmap"])
 def test_spmd_strategies_take_the_mean_gradient_not_the_sum(blobs, strategy):
     """Under SGD the update is the gradient itself, so a gradient summed over the 8 devices
     (what shard_map's own autodiff adds on top of the step's pmean) shows as 8x the step;
     Adam's normalized updates would hide it."""
-    x, y = blobs
-
-    def fitted(**kwargs):
-        trainer = jdl.Trainer(jdl.models.MLP(features=(8, 1)), loss="binary_crossentropy",
-                              optimizer=optax.sgd(0.1), **kwargs)
-        state = trainer.init(jax.random.key(0), x[:1])
-        return jax.device_get(trainer.fit(state, x, y, epochs=2, batch_size=16, verbose=0)
-                              .state.params)
-
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-                 fitted(mesh={"data": 8}, strategy=strategy), fitted())
+    _assert_close(_sgd_params(blobs, 2, mesh={"data": 8}, strategy=strategy),
+                  _sgd_params(blobs, 2))
 
 
 @pytest.mark.parametrize("shape, names", [((8,), ("data",)), ((4, 2), ("data", "fsdp")),
@@ -159,19 +166,9 @@ def test_a_users_own_mesh_with_explicit_or_missing_axes_trains_like_one_device(b
                                                                                names):
     """jax.make_mesh's default axis type is Explicit, and a raw mesh may name only the axes
     it uses: the kit runs on the same devices with Auto axes and size-1 others."""
-    x, y = blobs
-
-    def fitted(**kwargs):
-        trainer = jdl.Trainer(jdl.models.MLP(features=(8, 1)), loss="binary_crossentropy",
-                              optimizer=optax.sgd(0.1), **kwargs)
-        state = trainer.init(jax.random.key(0), x[:1])
-        return jax.device_get(trainer.fit(state, x, y, epochs=1, batch_size=16, verbose=0)
-                              .state.params)
-
     mesh = jax.make_mesh(shape, names)
     assert set(mesh.axis_types) == {jax.sharding.AxisType.Explicit}
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-                 fitted(mesh=mesh), fitted())
+    _assert_close(_sgd_params(blobs, 1, mesh=mesh), _sgd_params(blobs, 1))
 
 
 def test_a_mesh_axis_the_kit_does_not_know_is_named():

@@ -165,9 +165,8 @@ def fit(programs: Programs, state: TrainState, x: Any, y: Any = None, *, epochs:
         dataset of batches, read once into arrays.
       validation_split: fraction of (x, y), taken from the end before shuffling, held out
         for validation (ignored when ``validation_data`` is given).
-      shuffle: reshuffle every epoch; the order depends only on ``(seed, epoch)``. None
-        (default): True for arrays; a dataset keeps its own order (True is refused: shuffle
-        in its pipeline).
+      shuffle: reshuffle every epoch, the order a function of ``(seed, epoch)``; None:
+        True for arrays, a dataset's own order (True is refused for a dataset).
       steps_per_epoch: with a dataset, the batches of an epoch, read as one stream across
         epochs (required for a one-shot iterator or an endless dataset); None: one pass of a
         re-iterable per epoch (its ``len()``, else counted by one pass).
@@ -182,10 +181,7 @@ def fit(programs: Programs, state: TrainState, x: Any, y: Any = None, *, epochs:
       initial_epoch: epoch to start at.
       checkpointing: a :class:`jaxdl.checkpoint.Checkpointing`: resume from its newest
         good checkpoint, save on its cadence, at the end and on preemption.
-      population_mode: for a population, "vmap" (one program over every member),
-        "sequential" (member by member on the program compiled for one; see
-        :mod:`jaxdl.train.sequential`) or "auto" (sequential where vmap is slow: convolutions
-        on CPU).
+      population_mode: "vmap", "sequential" or "auto" (:mod:`jaxdl.train.sequential`).
       sample_weight: per-example weights [n] (finite, >= 0): a batch's loss is
         ``sum(w_i * l_i) / sum(mask_i)`` over its real rows (Keras), its metrics weighted
         means normalised by ``sum(w_i)`` (see :mod:`jaxdl.weights`).
