@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import jaxdl as jdl
-from jaxdl.checkpoint import Checkpointer, Checkpointing
+from jaxdl.checkpoint import Checkpointer, Checkpointing, saved_history
 
 
 def test_every_checkpoint_holds_the_history_of_its_own_position(binary_trainer, blobs,
@@ -21,10 +21,10 @@ def test_every_checkpoint_holds_the_history_of_its_own_position(binary_trainer, 
         ckpt.wait()
         assert len(ckpt.steps) > 20
         for step in ckpt.steps:
-            meta = ckpt.read_meta(step)
-            epochs_done = meta["position"]["epoch"]
-            assert {k: len(v) for k, v in meta["history"].items()} == {
-                k: epochs_done for k in meta["history"]}, step
+            epochs_done = ckpt.read_meta(step)["position"]["epoch"]
+            history = saved_history(ckpt, step)
+            assert {k: len(v) for k, v in history.items()} == {
+                k: epochs_done for k in history}, step
 
 
 def test_a_save_records_the_history_as_it_was_when_called(tmp_path):
@@ -43,10 +43,10 @@ def test_a_save_records_the_history_as_it_was_when_called(tmp_path):
             position.history["loss"].append(0.25)  # the fit goes on before the commit
             position.epoch += 1
         ckpt.wait()
-        saved = {step: ckpt.read_meta(step) for step in ckpt.steps}
+        saved = {step: (ckpt.read_meta(step), saved_history(ckpt, step)) for step in ckpt.steps}
     assert len(saved) == 10
-    for step, meta in saved.items():
-        assert len(meta["history"]["loss"]) == meta["position"]["epoch"] == step, step
+    for step, (meta, history) in saved.items():
+        assert len(history["loss"]) == meta["position"]["epoch"] == step, step
 
 
 @pytest.mark.parametrize("override, argument", [

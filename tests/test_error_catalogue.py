@@ -341,6 +341,36 @@ def _edited_meta_read(c: Ctx) -> None:
         ckpt.read_meta(2)
 
 
+def _fit_saving(c: Ctx, name: str, epochs: int = 2) -> pathlib.Path:
+    """A fit of ``epochs`` that checkpoints every epoch into ``c.tmp / name``."""
+    from jaxdl.checkpoint import Checkpointing
+
+    directory = c.tmp / name
+    with Checkpointer(directory) as ckpt:
+        c.fit(epochs=epochs, checkpointing=Checkpointing(ckpt))
+    return directory
+
+
+def _blocked_history_log(c: Ctx) -> None:
+    """A folder where the fit's history log goes: the first save cannot write it."""
+    directory = c.tmp / "ckpt_log_blocked"
+    shutil.rmtree(directory, ignore_errors=True)
+    (directory / "history.jsonl").mkdir(parents=True)
+    _fit_saving(c, "ckpt_log_blocked")
+
+
+def _edited_history_log(c: Ctx) -> None:
+    """The first line of the history log edited: no checkpoint matches it any more."""
+    directory = c.tmp / "ckpt_log_edited"
+    shutil.rmtree(directory, ignore_errors=True)
+    _fit_saving(c, "ckpt_log_edited")
+    log = directory / "history.jsonl"
+    log.write_text(log.read_text().replace('"loss":[0.', '"loss":[9.', 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "checkpoint N ... is unusable": one per step
+        _fit_saving(c, "ckpt_log_edited", epochs=3)
+
+
 def _malformed_digests(c: Ctx) -> None:
     directory = _saved_checkpoints(c, "ckpt_bad_digest")
     for step in (1, 2):
@@ -862,6 +892,15 @@ CATALOGUE: list[Entry] = [
           r"argument 'mesh': expected a jax\.sharding\.Mesh whose axes are among "
           r"\['population', 'data', 'fsdp', 'tensor'\], got axes \['batch'\]\. Fix: rename "
           r"'batch' to the kit axis it plays"),
+    # -- the history log (E158-E159)
+    Entry("E158", _blocked_history_log, CheckpointError,
+          r"writing checkpoint \d+ under .*ckpt_log_blocked \(its history log history\.jsonl\) "
+          r"failed: Is a directory \(errno 21\)\. The checkpoints committed before it with their "
+          r"digests are intact: none\. Fix: ", shaped=False),
+    Entry("E159", _edited_history_log, CheckpointError,
+          r"no usable checkpoint under .*ckpt_log_edited: tried \d+: its history log "
+          r".*history\.jsonl does not match its meta \(sha256 of the lines it records\)",
+          shaped=False),
 ]
 ENTRIES = {e.id: e for e in CATALOGUE}
 

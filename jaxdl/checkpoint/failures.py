@@ -52,15 +52,17 @@ def intact(directory: Path, failed: int | None = None) -> list[int]:
                   and int(p.name) in verifiable)
 
 
-def write_failed(directory: Path, step: int | None, error: BaseException
-                 ) -> errors.CheckpointError:
-    """The error for a write of ``step`` (None: unknown) under ``directory`` that failed."""
+def write_failed(directory: Path, step: int | None, error: BaseException,
+                 part: str | None = None) -> errors.CheckpointError:
+    """The error for a write of ``step`` (None: unknown) under ``directory`` that failed;
+    ``part``: which of its files, when not the step's own (e.g. "its history log")."""
     which = f"checkpoint {step}" if step is not None else "a checkpoint"
+    what = f"{which} under {directory}" + (f" ({part})" if part else "")
     kept = intact(directory, step)
     return errors.CheckpointError(
-        f"writing {which} under {directory} failed: {reason(error)}. The checkpoints committed "
-        f"before it with their digests are intact: {kept or 'none'}. Fix: free disk space or "
-        "make the directory writable, then run again to resume.")
+        f"writing {what} failed: {reason(error)}. The checkpoints committed before it with "
+        f"their digests are intact: {kept or 'none'}. Fix: free disk space or make the "
+        "directory writable, then run again to resume.")
 
 
 def directory_gone(directory: Path, error: BaseException | None = None

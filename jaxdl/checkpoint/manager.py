@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -278,7 +279,8 @@ class Checkpointer:
                           f"metrics are not JSON: {error}); renamed it to {aside}.",
                           stacklevel=3)
 
-    def restore(self, target: Any, partial: bool = False, required: tuple[str, ...] = ()
+    def restore(self, target: Any, partial: bool = False, required: tuple[str, ...] = (),
+                prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = None
                 ) -> tuple[Any, dict[str, Any], int] | None:
         """The newest good checkpoint restored into ``target``'s structure.
 
@@ -288,6 +290,9 @@ class Checkpointer:
             is where the arrays are placed (restore onto another mesh).
           partial: restore only the target's keys (e.g. just the state, for predict).
           required: meta keys the caller reads; a checkpoint without one is unusable.
+          prepare: the caller's own reading of a step's checked meta (e.g. of a file the
+            meta vouches for), returning the meta it uses; raising
+            :class:`~jaxdl.checkpoint.integrity.Damaged` makes the step unusable.
 
         Returns:
           ``(tree, meta, step)``, or None when the directory holds no checkpoint.
@@ -305,6 +310,8 @@ class Checkpointer:
                 missing = [key for key in required if key not in meta]
                 if missing:
                     raise Damaged(f"its meta lacks {', '.join(missing)}")
+                if prepare is not None:
+                    meta = prepare(meta)
             except Exception as e:
                 tried.append(f"{step}: {disk.why(e)}")
                 self._set_aside(step, e)

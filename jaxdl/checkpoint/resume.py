@@ -2,8 +2,9 @@
 
 A fit's checkpoint holds the state, the current epoch's training statistics
 (``acc``), the callbacks' arrays, and as JSON meta its :class:`Position` (epoch,
-step in epoch, history) and the run's identity (seed, batch size, example count,
-shuffle): a checkpoint of other data or settings is refused, never half-used.
+step in epoch, where the history log stood: :mod:`jaxdl.checkpoint.history_log`) and the
+run's identity (seed, batch size, example count, shuffle): a checkpoint of other data or
+settings is refused, never half-used.
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from jaxdl import errors
+from jaxdl.checkpoint import failures
+from jaxdl.checkpoint.history_log import HistoryLog
+from jaxdl.checkpoint.integrity import Damaged
+from jaxdl.checkpoint.schema import check_history
 from jaxdl.state import TrainState
 
 if TYPE_CHECKING:  # the manager imports Orbax (a second): only a fit that checkpoints needs it
@@ -47,8 +52,9 @@ def _best_of(value: float | list[float], mode: str) -> float:
 
 
 # What restore() reads from a fit's meta: a checkpoint without one of them is unusable (the
-# schema checks their types and ranges, jaxdl.checkpoint.schema).
-_REQUIRED = ("position", "origin_epoch", "finished", "history", "callbacks")
+# schema checks their types and ranges, jaxdl.checkpoint.schema), as is one with neither a
+# history_log nor (written before the log) a history.
+_REQUIRED = ("position", "origin_epoch", "finished", "callbacks")
 
 
 class FitCheckpoints:
@@ -61,6 +67,7 @@ class FitCheckpoints:
         # ``data_position`` in the meta, handed back on restore to position the reading.
         self.data = data
         self.checkpointer = checkpointing.checkpointer
+        self.log = HistoryLog(self.checkpointer.directory)
 
     def _callback_tree(self, arrays_of) -> dict[str, Any]:
         extra = {str(i): arrays_of(cb) for i, cb in enumerate(self.callbacks)}
@@ -70,6 +77,14 @@ class FitCheckpoints:
         """Writes a checkpoint at optimizer step ``step`` (asynchronously)."""
         from jaxdl.checkpoint.targets import storable
 
+        try:
+            # Appended now, so the log holds the history at this step (an async save
+            # serializes the meta later, while the fit appends to the history).
+            log = self.log.record(position.history)
+        except OSError as e:
+            self.checkpointer.wait()  # what is in flight commits (or fails) before telling
+            raise failures.write_failed(self.checkpointer.directory, step, e,
+                                        f"its history log {self.log.path.name}") from None
         tree = {"state": storable(state), "acc": acc}
         extra = self._callback_tree(lambda cb: cb.checkpoint_arrays())
         if extra:
@@ -78,9 +93,7 @@ class FitCheckpoints:
                 "position": {"epoch": position.epoch, "step_in_epoch": position.first,
                              "step": step},
                 "origin_epoch": position.origin, "finished": position.finished,
-                # Copies: an async save serializes the meta later, while the fit appends
-                # to the history (a resume would then see epochs it never reached).
-                "history": {k: list(v) for k, v in position.history.items()},
+                "history_log": log,
                 "diverged": dict(position.diverged),
                 "callbacks": copy.deepcopy([cb.state_dict() for cb in self.callbacks])}
         if self.data is not None:
@@ -90,6 +103,18 @@ class FitCheckpoints:
                     for k, v in position.history.items() if np.ndim(v[-1]) <= 1}
                    if position.history else None)
         self.checkpointer.save(step, tree, meta, metrics)
+
+    def with_history(self, meta: dict[str, Any]) -> dict[str, Any]:
+        """``meta`` with its ``history`` read from the log it records, checked against its
+        position (raises :class:`Damaged`: the step is then set aside like a corrupt one)."""
+        if "history_log" in meta:
+            history = self.log.read(meta["history_log"])
+        elif "history" in meta:  # written before the log
+            history = {k: list(v) for k, v in meta["history"].items()}
+        else:
+            raise Damaged("its meta lacks history_log")
+        check_history(history, meta["position"]["epoch"] - meta["origin_epoch"])
+        return {**meta, "history": history}
 
     def restore(self, state: TrainState, acc: Any) -> tuple[TrainState, Any, Position | None]:
         """The newest good checkpoint's state, statistics and position (callbacks reloaded);
@@ -101,7 +126,8 @@ class FitCheckpoints:
         extra = self._callback_tree(lambda cb: cb.checkpoint_template(state))
         if extra:
             target["callbacks"] = extra
-        found = self.checkpointer.restore(target, required=_REQUIRED)
+        found = self.checkpointer.restore(target, required=_REQUIRED,
+                                          prepare=self.with_history)
         if found is None:
             return state, acc, None
         tree, meta, step = found
@@ -119,8 +145,28 @@ class FitCheckpoints:
         position = Position(
             origin=meta["origin_epoch"], epoch=meta["position"]["epoch"],
             first=meta["position"]["step_in_epoch"],
-            history={k: list(v) for k, v in meta["history"].items()},
-            finished=meta["finished"], diverged=dict(meta.get("diverged", {})))
+            history=meta["history"], finished=meta["finished"],
+            diverged=dict(meta.get("diverged", {})))
+        self.log.continue_from(meta.get("history_log"), position.history)
         if self.data is not None:
             position = self.data.resume(position, meta.get("data_position"))
         return unstorable(tree["state"]), tree["acc"], position
+
+
+def saved_history(checkpointer: Any, step: int) -> dict[str, list[Any]]:
+    """The history a fit's checkpoint ``step`` under ``checkpointer`` vouches for (its meta
+    verified, then the log it records: :mod:`jaxdl.checkpoint.history_log`).
+
+    Raises:
+      CheckpointError: the step or the history log is unusable.
+    """
+    meta = checkpointer.read_meta(step)
+    try:
+        if "history_log" in meta:
+            return HistoryLog(checkpointer.directory).read(meta["history_log"])
+        return meta["history"]
+    except (Damaged, KeyError) as e:
+        raise errors.CheckpointError(
+            f"checkpoint {step} under {checkpointer.directory} has no usable history: "
+            f"{errors.first_sentence(e)}. Fix: restore from the checkpoints before it "
+            "(restore() sets this one aside).") from None

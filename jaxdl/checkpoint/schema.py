@@ -11,7 +11,8 @@ other keys, which pass as they are; these names are the kit's):
 
 - written by the Checkpointer: ``structure`` (always);
 - by a fit (:mod:`jaxdl.checkpoint.resume`): ``position`` (``epoch``, ``step_in_epoch``,
-  ``step`` — the checkpoint's own step), ``origin_epoch``, ``finished``, ``history``,
+  ``step`` — the checkpoint's own step), ``origin_epoch``, ``finished``, ``history_log`` (where
+  :mod:`jaxdl.checkpoint.history_log` stood; older checkpoints hold the whole ``history``),
   ``diverged``, ``callbacks``, and the run's identity ``seed``, ``batch_size``,
   ``num_examples``, ``shuffle``;
 - by ``jaxdl train``: ``config``, ``num_features``, ``input_dtype``, ``scaler``.
@@ -20,6 +21,7 @@ other keys, which pass as they are; these names are the kit's):
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import numpy as np
@@ -28,6 +30,8 @@ from jaxdl.checkpoint.integrity import Damaged
 
 # TrainState.step is an int32; epochs and counts are bounded by it too.
 _LIMIT = 2**31 - 1
+_BYTES = 2**40  # a history log's length: far above any run's, below a hostile read's
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 def _bad(key: str, expected: str, value: Any) -> Damaged:
@@ -73,19 +77,13 @@ def _position(meta: dict[str, Any], step: int) -> None:
                                                                      batch_size):
         raise _bad("position.step_in_epoch", "less than the steps per epoch",
                    position["step_in_epoch"])
-    history = meta.get("history")
-    if isinstance(history, dict):
-        done = epoch - (origin or 0)
-        for key, values in history.items():
-            if isinstance(values, list) and len(values) > done:
-                raise _bad(f"history[{key!r}]", f"at most the {done} epochs done",
-                           f"{len(values)} values")
+    if "history" in meta:
+        check_history(meta["history"], epoch - (origin or 0))
 
 
-def _history(meta: dict[str, Any]) -> None:
-    history = meta.get("history")
-    if history is None:
-        return
+def check_history(history: Any, done: int | None = None) -> None:
+    """Raises :class:`Damaged` unless ``history`` is ``{name: [value per epoch]}`` with at
+    most ``done`` values per name (the epochs its checkpoint's position has done)."""
     if not isinstance(history, dict):
         raise _bad("history", "a {name: [value per epoch]} object", history)
     for key, values in history.items():
@@ -93,6 +91,23 @@ def _history(meta: dict[str, Any]) -> None:
         if not isinstance(values, list) or not all(_numbers(v) for v in values):
             raise _bad(f"history[{key!r}]", "a list of numbers (or of lists of numbers, one "
                        "per member)", values)
+        if done is not None and len(values) > done:
+            raise _bad(f"history[{key!r}]", f"at most the {done} epochs done",
+                       f"{len(values)} values")
+
+
+def _history(meta: dict[str, Any]) -> None:
+    if "history" in meta:
+        check_history(meta["history"])
+    log = meta.get("history_log")
+    if log is None:
+        return
+    if not (isinstance(log, dict) and set(log) == {"entries", "bytes", "sha256"}
+            and isinstance(log["sha256"], str) and _HEX64.fullmatch(log["sha256"])):
+        raise _bad("history_log", "{entries, bytes, sha256} (where the history file stood)",
+                   log)
+    _integer("history_log.entries", log["entries"])
+    _integer("history_log.bytes", log["bytes"], high=_BYTES)
 
 
 def _numbers(value: Any, depth: int = 0) -> bool:
