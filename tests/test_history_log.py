@@ -179,3 +179,22 @@ def test_a_checkpoint_written_before_the_log_still_resumes(binary_trainer, blobs
     lines = (run / "history.jsonl").read_bytes().splitlines()
     assert len(lines) == 4 and len(json.loads(lines[0])["loss"]) == 7
 
+
+def test_saves_and_restores_never_ask_tensorstore_for_its_leaking_metrics(tmp_path, monkeypatch):
+    # Orbax's raw-bytes telemetry called this twice per array write and read, and each call
+    # kept ~10 KB (benchmarks/checkpoint_growth.py: ~100 KB per save, now ~10).
+    import jax.numpy as jnp
+    import tensorstore
+
+    calls = []
+    collect = tensorstore.experimental_collect_matching_metrics
+    monkeypatch.setattr(tensorstore, "experimental_collect_matching_metrics",
+                        lambda *a, **k: calls.append(a) or collect(*a, **k))
+    tree = {"w": jnp.arange(6.0)}
+    with Checkpointer(tmp_path / "c", keep=2) as ckpt:
+        for step in (1, 2, 3):
+            ckpt.save(step, tree, {"epoch": step})
+        ckpt.wait()
+        restored, _, step = ckpt.restore(tree)
+    assert step == 3 and np.array_equal(restored["w"], tree["w"])
+    assert calls == []

@@ -31,7 +31,7 @@ from typing import Any
 import jax
 
 from jaxdl import errors
-from jaxdl.checkpoint import digests, disk, failures
+from jaxdl.checkpoint import digests, disk, failures, telemetry
 from jaxdl.checkpoint.cadence import Checkpointing, count
 from jaxdl.checkpoint.disk import check_inside
 from jaxdl.checkpoint.integrity import Damaged, checksums, structure, structure_mismatch
@@ -86,6 +86,7 @@ class Checkpointer:
                  root: str | Path | None = None, verify: str = "full"):
         import orbax.checkpoint as ocp
 
+        telemetry.turn_off_raw_bytes_telemetry()
         if verify not in VERIFY:
             raise errors.input_error("verify", f"one of {list(VERIFY)}", repr(verify),
                                      "pass verify='full' (check every array's checksum at "
