@@ -5,6 +5,7 @@ import time (pytest imports conftest first).
 """
 
 import os
+import subprocess
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8").strip()
@@ -39,6 +40,41 @@ def binary_trainer():
     model = jdl.models.MLP(features=(16, 1))
     return jdl.Trainer(model, optimizer="adam", learning_rate=0.05, loss="binary_crossentropy",
                        metrics=["accuracy"])
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """``tmpfs(size)``: a new tmpfs of ``size`` (e.g. "160k") under ``tmp_path``, a disk the
+    test can fill; unmounted afterwards. Skips the test where mounting is not allowed."""
+    mounts = []
+
+    def mount(size: str):
+        folder = tmp_path / f"disk{len(mounts)}"
+        folder.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
+                               str(folder)], capture_output=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode().strip()}")
+        mounts.append(folder)
+        return folder
+
+    yield mount
+    for folder in mounts:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@pytest.fixture(scope="module")
+def tanh_mlp():
+    """A random 3-class MLP (smooth, so the trapezoid rule converges fast) and 8 inputs of 5
+    features: ``(predict_fn, x)``."""
+    import functools
+
+    import jaxdl as jdl
+
+    model = jdl.models.MLP(features=(16, 16, 3), activation="tanh")
+    x = jax.random.normal(jax.random.key(1), (8, 5))
+    variables = model.init(jax.random.key(0), x[:1])
+    return functools.partial(model.apply, variables), np.asarray(x)
 
 
 @pytest.fixture(scope="session")

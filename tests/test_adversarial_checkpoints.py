@@ -341,15 +341,8 @@ def test_the_command_refuses_a_checkpoint_folder_linked_to_another_run(base, tmp
 
 
 @pytest.fixture
-def small_disk(tmp_path):
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160k", "tmpfs", str(mount)],
-                          capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode().strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+def small_disk(tmpfs):
+    return tmpfs("160k")
 
 
 def test_a_full_disk_says_once_what_is_intact(small_disk):

@@ -15,15 +15,6 @@ from jaxdl.experiment import config as config_lib
 from jaxdl.experiment import explain_run as explain_report
 
 
-@pytest.fixture(scope="module")
-def tanh_mlp():
-    """A random 3-class MLP (smooth, so the trapezoid rule converges fast) and 8 inputs."""
-    model = jdl.models.MLP(features=(16, 16, 3), activation="tanh")
-    x = jax.random.normal(jax.random.key(1), (8, 5))
-    variables = model.init(jax.random.key(0), x[:1])
-    return functools.partial(model.apply, variables), np.asarray(x)
-
-
 def _linear(w, b):
     return lambda x: x @ w + b
 

@@ -4,6 +4,7 @@ Every number is compared with a hand-written Flax + Optax loop over the same bat
 (``shuffle=False``), or with numpy.
 """
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -84,8 +85,7 @@ def _bce(logits, labels):
 
 
 def _assert_params_close(actual, expected, atol=1e-5):
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b),
-                                                         atol=atol), actual, expected)
+    chex.assert_trees_all_close(actual, expected, atol=atol, rtol=1e-7)
 
 
 def test_a_two_input_model_trains_like_the_plain_loop(two_inputs):

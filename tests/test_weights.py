@@ -7,6 +7,7 @@ normalised by the sum of the weights.
 
 import json
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -66,8 +67,7 @@ def _bce(logits, labels):
 
 
 def _close(a, b, atol=1e-5):
-    jax.tree.map(lambda u, v: np.testing.assert_allclose(np.asarray(u), np.asarray(v),
-                                                         atol=atol), a, b)
+    chex.assert_trees_all_close(a, b, atol=atol, rtol=1e-7)
 
 
 def test_the_weighted_loss_is_sum_of_w_times_l_over_the_real_rows(binary):

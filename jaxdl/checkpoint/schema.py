@@ -30,7 +30,7 @@ from jaxdl.checkpoint.integrity import Damaged
 
 # TrainState.step is an int32; epochs and counts are bounded by it too.
 _LIMIT = 2**31 - 1
-_BYTES = 2**40  # a history log's length: far above any run's, below a hostile read's
+_BYTES = 2**40  # a history log's length: far above any run's (a restore reads this many)
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -60,10 +60,11 @@ def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _position(meta: dict[str, Any], step: int) -> None:
+def _position(meta: dict[str, Any], step: int) -> int | None:
+    """Checks the position; returns the epochs it has done (None when there is none)."""
     position = meta.get("position")
     if position is None:
-        return
+        return None
     if not isinstance(position, dict) or set(position) != {"epoch", "step_in_epoch", "step"}:
         raise _bad("position", "{epoch, step_in_epoch, step}", position)
     epoch = _integer("position.epoch", position["epoch"])
@@ -77,8 +78,7 @@ def _position(meta: dict[str, Any], step: int) -> None:
                                                                      batch_size):
         raise _bad("position.step_in_epoch", "less than the steps per epoch",
                    position["step_in_epoch"])
-    if "history" in meta:
-        check_history(meta["history"], epoch - (origin or 0))
+    return epoch - (origin or 0)
 
 
 def check_history(history: Any, done: int | None = None) -> None:
@@ -96,9 +96,9 @@ def check_history(history: Any, done: int | None = None) -> None:
                        f"{len(values)} values")
 
 
-def _history(meta: dict[str, Any]) -> None:
-    if "history" in meta:
-        check_history(meta["history"])
+def _history(meta: dict[str, Any], done: int | None) -> None:
+    if "history" in meta:  # written before the log
+        check_history(meta["history"], done)
     log = meta.get("history_log")
     if log is None:
         return
@@ -236,8 +236,7 @@ def check_meta(meta: Any, step: int) -> None:
     if not isinstance(meta, dict):
         raise _bad("meta", "a JSON object", meta)
     _structure(meta)
-    _history(meta)
-    _position(meta, step)
+    _history(meta, _position(meta, step))
     _count(meta, "origin_epoch")
     _count(meta, "num_examples", low=1)
     _count(meta, "batch_size", low=1)
