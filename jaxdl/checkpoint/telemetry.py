@@ -3,8 +3,8 @@
 Around every array write and read, Orbax asks TensorStore for its kvstore byte counters
 (``tensorstore.experimental_collect_matching_metrics``) to log a raw throughput and record
 ``/jax/orbax/*/worker/io/raw/*`` scalars. What those calls return is never freed
-(TensorStore 0.1.75 to 0.1.86): a plain Orbax ``CheckpointManager`` grows by about 22 KB
-per save, 5 KB with this telemetry off (``benchmarks/checkpoint_growth.py``), so a run
+(TensorStore 0.1.75 to 0.1.86): a plain Orbax ``CheckpointManager`` grows by about 21 KB
+per save, 4 to 5 KB with this telemetry off (``benchmarks/checkpoint_growth.py``), so a run
 that checkpoints 2,000 times carried some 35 MB more for a log line. Orbax reads a missing
 counter (None) as "skip the raw figures", so the kit hands it None; the logical-bytes
 throughput Orbax logs is kept.
